@@ -1,0 +1,157 @@
+"""Reconstructor: a model folder (config + encoder + decoder weights) as one object to use.
+
+A model folder holds `config.json`, `encoder.weights.h5` (only the encoder layers it needs,
+plain arrays) and `decoder.weights.h5` (Keras weights), so loading needs no network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from recon.config import ConfigError, ReconConfig
+from recon.decoder import build_decoder
+from recon.encoder import EncoderWeightsError, build_encoder, read_vgg_weights, save_encoder_weights, set_vgg_weights
+from recon.imageio import center_crop_square, resize, to_float
+from recon.metrics import image_metrics
+
+CONFIG_FILE = "config.json"
+ENCODER_FILE = "encoder.weights.h5"
+DECODER_FILE = "decoder.weights.h5"
+MODEL_FILES = (CONFIG_FILE, ENCODER_FILE, DECODER_FILE)
+
+
+class ModelFolderError(RuntimeError):
+    """A model folder that is incomplete, inconsistent, or whose weights do not fit its config."""
+
+
+@dataclass
+class Reconstruction:
+    """One reconstruction: the (resized) input, the output and the feature map between them."""
+
+    input: np.ndarray  # (H, W, 3) float32 in [0,1], as fed to the encoder
+    output: np.ndarray  # (H, W, 3) float32 in [0,1]
+    features: np.ndarray  # (H/stride, W/stride, C) float32
+
+    def metrics(self) -> dict[str, float]:
+        return image_metrics(self.input, self.output)
+
+
+class Reconstructor:
+    """Frozen encoder + trained decoder.
+
+    Example:
+        >>> model = Reconstructor.from_pretrained("models/vgg16-block3_conv3")
+        >>> rec = model.reconstruct(load_image("face.jpg"), size="native")
+        >>> rec.output.shape, rec.metrics()["psnr"]
+    """
+
+    def __init__(self, config: ReconConfig, encoder: keras.Model | None = None,
+                 decoder: keras.Model | None = None):
+        self.config = config
+        self.encoder = encoder if encoder is not None else build_encoder(config)
+        self.decoder = decoder if decoder is not None else build_decoder(config)
+
+    # -- folders ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "Reconstructor":
+        """Rebuild a model from its folder; raise ModelFolderError naming what is wrong."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ModelFolderError(f"{folder} is not a model folder")
+        missing = [f for f in MODEL_FILES if not (folder / f).is_file()]
+        if missing:
+            raise ModelFolderError(f"{folder} is missing {', '.join(missing)}")
+        try:
+            config = ReconConfig.load(folder / CONFIG_FILE)
+            encoder = build_encoder(config, weights=None)
+            set_vgg_weights(encoder, read_vgg_weights(folder / ENCODER_FILE))
+        except (ConfigError, EncoderWeightsError) as e:
+            raise ModelFolderError(f"{folder}: {e}") from None
+        decoder = build_decoder(config)
+        try:
+            decoder.load_weights(folder / DECODER_FILE)
+        except (ValueError, KeyError, OSError) as e:
+            raise ModelFolderError(f"{folder}: {DECODER_FILE} does not fit the config's decoder: {e}") from None
+        return cls(config, encoder, decoder)
+
+    def save_pretrained(self, folder: str | Path, encoder_dtype: str = "float32") -> Path:
+        """Write config.json, encoder and decoder weights into `folder` (created if needed)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.save(folder / CONFIG_FILE)
+        save_encoder_weights(self.encoder, folder / ENCODER_FILE, dtype=encoder_dtype)
+        self.decoder.save_weights(folder / DECODER_FILE)
+        return folder
+
+    # -- inference -------------------------------------------------------------------------
+    def prepare(self, image: np.ndarray, size="trained") -> np.ndarray:
+        """Bring one image to the size the model will see, as float32 [0,1].
+
+        size: "trained" (center square at the training size), "native" (own size rounded
+        to the layer's stride), or an explicit (height, width).
+        """
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+        if size == "trained":
+            image = center_crop_square(image)
+            height = width = self.config.image_size
+        elif size == "native":
+            height, width = (self.round_to_stride(n) for n in image.shape[:2])
+        else:
+            height, width = (self.round_to_stride(int(n)) for n in size)
+        return to_float(resize(image, height, width))
+
+    def round_to_stride(self, n: int) -> int:
+        stride = self.config.stride
+        return max(stride, int(round(n / stride)) * stride)
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """[0,1] RGB (H, W, 3) or (N, H, W, 3) -> features; H and W multiples of the stride."""
+        batch = self._as_batch(images)
+        features = keras.ops.convert_to_numpy(self.encoder(batch, training=False))
+        return features if np.ndim(images) == 4 else features[0]
+
+    def decode(self, features: np.ndarray) -> np.ndarray:
+        """Features (h, w, C) or (N, h, w, C) -> [0,1] RGB at stride times their size."""
+        batch = np.asarray(features, dtype=np.float32)
+        single = batch.ndim == 3
+        if single:
+            batch = batch[None]
+        # A direct call, not predict(): predict retraces per input size and (TF 2.21) failed
+        # on a second size with bilinear upsampling; the direct call handles any size.
+        images = keras.ops.convert_to_numpy(self.decoder(batch, training=False))
+        return images[0] if single else images
+
+    def reconstruct(self, image: np.ndarray, size="trained") -> Reconstruction:
+        """Resize (see `prepare`), encode and decode one image."""
+        x = self.prepare(image, size)
+        features = self.encode(x)
+        return Reconstruction(input=x, output=self.decode(features), features=features)
+
+    def reconstruct_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, H, W, 3) [0,1] images already at a valid size -> (outputs, features)."""
+        features = self.encode(images)
+        return self.decode(features), features
+
+    def _as_batch(self, images) -> np.ndarray:
+        batch = np.asarray(images, dtype=np.float32)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            raise ValueError(f"expected (H, W, 3) or (N, H, W, 3) RGB, got shape {np.shape(images)}")
+        stride = self.config.stride
+        if batch.shape[1] % stride or batch.shape[2] % stride:
+            raise ValueError(f"height and width must be multiples of {stride} for {self.config.layer}, "
+                             f"got {batch.shape[1]}x{batch.shape[2]}; use prepare() to resize")
+        return batch
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"{c.backbone} {c.layer} (stride {c.stride}, {c.channels} channels), encoder weights "
+                f"{c.encoder_weights}{' (random: tests only)' if c.encoder_weights == 'random' else ''}, "
+                f"decoder {self.decoder.count_params():,} parameters")

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny images and tiny models, so the suite stays fast on 2 cores."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
+    """A photo-like test image: smooth colour gradients plus a little texture."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    f = rng.uniform(2, 6, 3)
+    im = np.stack([np.sin(f[0] * x + f[1] * y), np.cos(f[1] * x - f[2] * y), np.sin(f[2] * (x + y))], -1)
+    im = (im + 1) / 2 * 0.9 + rng.uniform(0, 0.1, (h, w, 3))
+    return (im * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    """Ten small RGB photos of mixed sizes in nested folders."""
+    root = tmp_path / "photos"
+    for i in range(10):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        h, w = 40 + 4 * i, 56 + 3 * i
+        Image.fromarray(smooth_image(h, w, i)).save(folder / f"img{i}.{'png' if i % 3 else 'jpg'}")
+    return root
+
+
+@pytest.fixture
+def tiny_config():
+    from recon import ReconConfig
+    return ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random",
+                       decoder_width=8, num_res_blocks=1, feature_scale=[1.0] * 128)

@@ -1,0 +1,99 @@
+"""Score a model folder on a folder of images it never trained on.
+
+    python -m training.evaluate --model models/vgg16-block3_conv3 --data ../shared/photos/holdout
+
+Images are center-cropped to square and resized to the model's size (or kept at their own size,
+rounded to the stride, with --native). Files the model trained on (by content hash, from the
+run's split.json) are never scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from recon.metrics import image_metrics
+from recon.pipeline import Reconstructor
+from training.data import file_sha1, find_images, load_image_set
+from training.plots import plot_histogram, plot_history, plot_reconstructions
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="models/vgg16-block3_conv3", help="model folder")
+    p.add_argument("--data", required=True, help="folder of images to score")
+    p.add_argument("--num-samples", type=int, default=300, help="score at most this many images")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--save-dir", help="where to write results (default: runs/eval-<model name>)")
+    p.add_argument("--native", action="store_true", help="score at each image's own size")
+    p.add_argument("--seed", type=int, default=0, help="picks the sample when there are more images")
+    return p.parse_args(argv)
+
+
+def trained_hashes(model_dir: Path) -> set[str]:
+    split = model_dir / "split.json"
+    if not split.is_file():
+        return set()
+    return {entry["sha1"] for entry in json.loads(split.read_text())["train"]}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    model_dir = Path(args.model)
+    save_dir = Path(args.save_dir or f"runs/eval-{model_dir.resolve().name}")
+    save_dir.mkdir(parents=True, exist_ok=True)
+    model = Reconstructor.from_pretrained(model_dir)
+    print(f"model: {model.describe()}")
+
+    files = find_images(args.data)
+    seen = trained_hashes(model_dir)
+    unseen = [p for p in files if file_sha1(p) not in seen]
+    if len(unseen) < len(files):
+        print(f"excluded {len(files) - len(unseen)} image(s) the model trained on")
+    if len(unseen) > args.num_samples:
+        pick = np.random.default_rng(args.seed).choice(len(unseen), args.num_samples, replace=False)
+        unseen = [unseen[i] for i in sorted(pick)]
+    images = load_image_set(unseen, "loading images")
+    for path, reason in images.skipped:
+        print(f"skipped {reason}")
+    if not images.images:
+        raise SystemExit(f"no scorable images in {args.data}")
+
+    per_image, samples = [], []
+    size = "native" if args.native else "trained"
+    for start in range(0, len(images.images), args.batch_size):
+        batch_files = images.files[start:start + args.batch_size]
+        inputs = [model.prepare(im, size) for im in images.images[start:start + args.batch_size]]
+        if args.native:  # sizes differ, so one at a time
+            outputs = [model.decode(model.encode(x)) for x in inputs]
+        else:
+            outputs = list(model.reconstruct_batch(np.stack(inputs))[0])
+        for path, x, y in zip(batch_files, inputs, outputs):
+            m = image_metrics(x, y)
+            per_image.append({"file": path.name} | m)
+            if len(samples) < 6:
+                samples.append((path.name, x, y, m))
+
+    summary = {name: {"mean": float(np.mean([r[name] for r in per_image])),
+                      "std": float(np.std([r[name] for r in per_image]))} for name in ("psnr", "ssim", "mse")}
+    summary |= {"per_image": per_image, "count": len(per_image), "data": str(args.data),
+                "size": "native" if args.native else model.config.image_size,
+                "model": {"path": str(model_dir), "description": model.describe()} | model.config.to_dict()}
+    summary["model"].pop("feature_scale", None)
+    (save_dir / "metrics_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot_histogram([r["psnr"] for r in per_image], "PSNR", "dB", save_dir / "psnr_histogram.png")
+    plot_histogram([r["ssim"] for r in per_image], "SSIM", "", save_dir / "ssim_histogram.png")
+    plot_reconstructions(samples, save_dir / "sample_reconstructions.png")
+    if (model_dir / "history.json").is_file():
+        plot_history(json.loads((model_dir / "history.json").read_text()), save_dir / "training_loss_curve.png")
+    print(f"{len(per_image)} images at {summary['size']}: PSNR {summary['psnr']['mean']:.2f} ± "
+          f"{summary['psnr']['std']:.2f} dB, SSIM {summary['ssim']['mean']:.4f} ± {summary['ssim']['std']:.4f}, "
+          f"MSE {summary['mse']['mean']:.5f}  -> {save_dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

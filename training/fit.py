@@ -1,0 +1,211 @@
+"""Train a decoder that inverts a frozen VGG16 layer.
+
+    python -m training.fit --data PHOTOS --out runs/a --crop-size 128 --epochs 10
+
+The run folder is a loadable model folder (config.json, encoder/decoder weights) plus
+history.json, loss_curve.png, split.json, run_config.json and samples/ (a grid per epoch).
+Ctrl-C loses at most the current epoch: rerun with --resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from recon.config import VGG16_LAYERS, ReconConfig
+from recon.decoder import build_decoder
+from recon.encoder import build_encoder
+from recon.pipeline import ENCODER_FILE, Reconstructor
+from training.data import (CachedCrops, FeatureCache, OnTheFlyCrops, encode_batches, feature_rms, find_images,
+                           hash_split, image_grid, load_image_set, save_png, save_split, square_image)
+from training.losses import make_loss, psnr_metric, ssim_metric
+from training.plots import plot_history
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.fit", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="folder of training images (searched recursively)")
+    p.add_argument("--val-data", help="folder of validation images; default: a hash split of --data")
+    p.add_argument("--out", required=True, help="run folder (becomes a model folder)")
+    p.add_argument("--layer", default="block3_conv3", choices=list(VGG16_LAYERS))
+    p.add_argument("--image-size", type=int, default=224, help="model size; validation images are shown at it")
+    p.add_argument("--crop-size", type=int, help="train on random crops of this size (else whole images)")
+    p.add_argument("--crops-per-image", type=int, default=8, help="samples per image per epoch")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay)")
+    p.add_argument("--alpha", type=float, default=0.8, help="loss = alpha*L1 + (1-alpha)*(1-SSIM)")
+    p.add_argument("--perceptual-weight", type=float, default=0.0, help="feature-matching loss weight; 0 = off")
+    p.add_argument("--decoder-width", type=int, default=64)
+    p.add_argument("--res-blocks", type=int, default=4)
+    p.add_argument("--upsample-widths", type=lambda s: [int(w) for w in s.split(",")],
+                   help="comma-separated channels per x2 stage, e.g. 64,32")
+    p.add_argument("--upsample", default="resize", choices=["resize", "pixel_shuffle"])
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--encoder-weights", default="hed-bsds500", help="imagenet | hed-bsds500 | random | FILE")
+    p.add_argument("--limit", type=int, help="use only the first N training images")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"))
+    p.add_argument("--no-cache", action="store_true", help="encode every batch on the fly")
+    p.add_argument("--init-from", help="warm start from a model folder (its config and decoder weights)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the finished model folder")
+    p.add_argument("--verbose", type=int, default=1, help="Keras progress: 1 bar, 2 one line per epoch")
+    return p.parse_args(argv)
+
+
+def main(argv=None, callbacks=()) -> Path:
+    args = parse_args(argv)
+    out = Path(args.out)
+    if args.resume:
+        if not (out / "run_config.json").is_file():
+            raise SystemExit(f"--resume: {out} holds no run to resume")
+        saved = json.loads((out / "run_config.json").read_text())
+        args = argparse.Namespace(**(saved | {"resume": True, "epochs": args.epochs, "verbose": args.verbose}))
+    elif (out / "run_config.json").exists():
+        raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
+    keras.utils.set_random_seed(args.seed)
+
+    # data: the split is written down so evaluate never scores a training image
+    files = find_images(args.data, args.limit)
+    if args.val_data:
+        train_files, val_files = files, find_images(args.val_data)
+    else:
+        train_files, val_files = hash_split(files, Path(args.data))
+    train = load_image_set(train_files, "loading train images")
+    val = load_image_set(val_files, "loading val images")
+    for path, reason in train.skipped + val.skipped:
+        print(f"skipped {reason}")
+    print(f"data: {len(train.images)} train, {len(val.images)} val images "
+          f"({len(train.skipped) + len(val.skipped)} unreadable skipped)")
+    if not train.images or not val.images:
+        raise SystemExit("need at least one readable training and one validation image")
+    save_split(out / "split.json", args.data, train, val, "val-data" if args.val_data else "hash split")
+
+    # models: the frozen encoder, and the config that rebuilds the decoder exactly
+    if args.init_from:
+        cfg = Reconstructor.from_pretrained(args.init_from).config
+    elif args.resume:
+        cfg = ReconConfig.load(out / "config.json")
+    else:
+        cfg = ReconConfig(layer=args.layer, image_size=args.image_size, encoder_weights=args.encoder_weights,
+                          decoder_width=args.decoder_width, num_res_blocks=args.res_blocks,
+                          upsample_widths=args.upsample_widths, upsample=args.upsample)
+    encoder = build_encoder(cfg)
+    encoder_id = {"backbone": cfg.backbone, "layer": cfg.layer, "weights": cfg.encoder_weights,
+                  "seed": cfg.encoder_seed}
+
+    if args.no_cache:
+        train_data = OnTheFlyCrops(train.images, encoder, args.crop_size, cfg.image_size,
+                                   args.crops_per_image, args.batch_size, args.seed)
+        sample_features = train_data[0][0]
+    else:
+        key = FeatureCache.key_for(encoder_id, train.files, args.crop_size, cfg.image_size,
+                                   args.crops_per_image, args.seed)
+        cache = FeatureCache(Path(args.cache_dir), key)
+        if cache.is_complete():
+            print(f"feature cache: reusing {cache.dir}")
+            features, targets = cache.open()
+        else:
+            features, targets = cache.build(encoder, train.images, args.crop_size, cfg.image_size,
+                                            args.crops_per_image, args.seed)
+        train_data = CachedCrops(features, targets, args.batch_size, args.seed)
+        sample_features = features[:256]
+    if cfg.feature_scale is None:
+        cfg.feature_scale = feature_rms(sample_features)
+    cfg.save(out / "config.json")
+    Reconstructor(cfg, encoder, decoder=build_decoder(cfg)).save_pretrained(out)  # loadable from the start
+
+    val_targets = np.stack([square_image(im, cfg.image_size) for im in val.images])
+    val_features = encode_batches(encoder, val_targets, args.batch_size)
+    val_targets = val_targets.astype(np.float32) / 255.0
+
+    decoder = build_decoder(cfg)
+    if args.init_from and not args.resume:
+        decoder.load_weights(Path(args.init_from) / "decoder.weights.h5")
+    print(f"decoder: {decoder.count_params():,} parameters; encoder {cfg.encoder_weights} {cfg.layer} "
+          f"{tuple(val_features.shape[1:])}")
+    steps = len(train_data) * args.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.05)
+    loss = make_loss(args.alpha, args.perceptual_weight, encoder, cfg.feature_scale)
+    decoder.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=[psnr_metric, ssim_metric])
+
+    history = EpochLog(out, args.epochs, train_data)
+    best = max((h["val_psnr"] for h in history.records), default=None)
+    fit_callbacks = [
+        history,
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        keras.callbacks.ModelCheckpoint(str(out / "decoder.weights.h5"), monitor="val_psnr", mode="max",
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=best),
+        SampleGrid(out / "samples", val_features[:4], val_targets[:4]),
+        *callbacks,
+    ]
+    try:
+        decoder.fit(train_data, epochs=args.epochs, validation_data=(val_features, val_targets),
+                    batch_size=args.batch_size, callbacks=fit_callbacks, verbose=args.verbose)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after epoch {len(history.records)}; continue with --resume --out {out}")
+        raise
+    if not (out / "decoder.weights.h5").exists():
+        decoder.save_weights(out / "decoder.weights.h5")
+    final = max(history.records, key=lambda h: h["val_psnr"])
+    print(f"done: best val PSNR {final['val_psnr']:.2f} dB, SSIM {final['val_ssim']:.4f} at epoch "
+          f"{final['epoch']}; model folder {out}")
+    if args.push_to_hub:
+        from hub import push_to_hub
+        print(f"pushed: {push_to_hub(out, args.push_to_hub)}")
+    return out
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One log line per epoch, history.json and loss_curve.png rewritten after each epoch.
+    It also tells the dataset which epoch starts, so shuffles are reproducible across resumes."""
+
+    def __init__(self, out: Path, epochs: int, dataset):
+        super().__init__()
+        self.path, self.out, self.epochs, self.dataset = out / "history.json", out, epochs, dataset
+        self.records = json.loads(self.path.read_text()) if self.path.exists() else []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.set_epoch(epoch)
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {"epoch": epoch + 1, "seconds": round(time.time() - self.start, 1)}
+        record |= {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+        self.records = [r for r in self.records if r["epoch"] < epoch + 1] + [record]
+        self.path.write_text(json.dumps(self.records, indent=1) + "\n")
+        plot_history(self.records, self.out / "loss_curve.png")
+        print(f"epoch {epoch + 1}/{self.epochs}: loss {record['loss']:.4f} val_loss {record['val_loss']:.4f} "
+              f"val_psnr {record['val_psnr']:.2f} val_ssim {record['val_ssim']:.4f} ({record['seconds']:.0f} s)",
+              flush=True)
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """Originals above reconstructions of a few validation images, one PNG per epoch."""
+
+    def __init__(self, folder: Path, features, targets):
+        super().__init__()
+        self.folder, self.features, self.targets = folder, features, targets
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        outputs = keras.ops.convert_to_numpy(self.model(self.features, training=False))
+        to_u8 = lambda a: (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+        save_png(image_grid([list(to_u8(self.targets)), list(to_u8(outputs))]),
+                 self.folder / f"epoch_{epoch + 1:03d}.png")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
