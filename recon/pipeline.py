@@ -6,6 +6,7 @@ plain arrays) and `decoder.weights.h5` (Keras weights), so loading needs no netw
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,9 @@ class Reconstructor:
             raise ModelFolderError(f"{folder}: {e}") from None
         decoder = build_decoder(config)
         try:
-            decoder.load_weights(folder / DECODER_FILE)
+            with warnings.catch_warnings():  # Keras warns per layer before raising; the error says it all
+                warnings.simplefilter("ignore", UserWarning)
+                decoder.load_weights(folder / DECODER_FILE)
         except (ValueError, KeyError, OSError) as e:
             raise ModelFolderError(f"{folder}: {DECODER_FILE} does not fit the config's decoder: {e}") from None
         return cls(config, encoder, decoder)

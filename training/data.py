@@ -83,8 +83,9 @@ def sample_view(image: np.ndarray, crop_size: int | None, image_size: int, rng: 
 
 
 def encode_batches(encoder: keras.Model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Encode uint8 images in batches; returns float32 features."""
-    out = [keras.ops.convert_to_numpy(encoder(images[i:i + batch_size].astype("float32") / 255.0, training=False))
+    """Encode uint8 (0..255) or float ([0,1]) images in batches; returns float32 features."""
+    scale = 1 / 255.0 if images.dtype == np.uint8 else 1.0
+    out = [keras.ops.convert_to_numpy(encoder(images[i:i + batch_size].astype("float32") * scale, training=False))
            for i in range(0, len(images), batch_size)]
     return np.concatenate(out)
 
@@ -170,11 +171,15 @@ class CachedCrops(keras.utils.PyDataset):
 
 
 class OnTheFlyCrops(keras.utils.PyDataset):
-    """The same samples without a cache: fresh crops each epoch, encoded batch by batch."""
+    """The same kind of samples without a cache: fresh crops every epoch, as (image, image) pairs.
 
-    def __init__(self, images, encoder, crop_size, image_size, crops_per_image, batch_size, seed):
-        super().__init__()
-        self.images, self.encoder = images, encoder
+    The encoder runs inside the training graph (see `training.fit`), so on a GPU the whole step is
+    one compiled program and the `workers` threads only cut crops (PIL releases the GIL).
+    """
+
+    def __init__(self, images, crop_size, image_size, crops_per_image, batch_size, seed, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False)
+        self.images = images
         self.crop_size, self.image_size = crop_size, image_size
         self.count = len(images) * crops_per_image
         self.batch_size, self.seed = batch_size, seed
@@ -192,7 +197,8 @@ class OnTheFlyCrops(keras.utils.PyDataset):
         n = len(self.images)
         crops = np.stack([sample_view(self.images[i % n], self.crop_size, self.image_size,
                                       np.random.default_rng([self.seed, self.epoch, int(i)])) for i in ids])
-        return encode_batches(self.encoder, crops, len(crops)), crops.astype(np.float32) / 255.0
+        crops = crops.astype(np.float32) / 255.0
+        return crops, crops
 
 
 def save_split(path: Path, data_root, train: ImageSet, val: ImageSet, val_source: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,11 +22,13 @@ import numpy as np
 from recon.config import VGG16_LAYERS, ReconConfig
 from recon.decoder import build_decoder
 from recon.encoder import build_encoder
-from recon.pipeline import ENCODER_FILE, Reconstructor
+from recon.pipeline import Reconstructor
 from training.data import (CachedCrops, FeatureCache, OnTheFlyCrops, encode_batches, feature_rms, find_images,
                            hash_split, image_grid, load_image_set, save_png, save_split, square_image)
 from training.losses import make_loss, psnr_metric, ssim_metric
 from training.plots import plot_history
+
+LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of the peak learning rate
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay)")
+    p.add_argument("--minutes", type=float,
+                   help="train for this long instead: cosine decay over wall-clock time, --epochs an upper bound")
     p.add_argument("--alpha", type=float, default=0.8, help="loss = alpha*L1 + (1-alpha)*(1-SSIM)")
     p.add_argument("--perceptual-weight", type=float, default=0.0, help="feature-matching loss weight; 0 = off")
     p.add_argument("--decoder-width", type=int, default=64)
@@ -51,7 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--encoder-weights", default="hed-bsds500", help="imagenet | hed-bsds500 | random | FILE")
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"))
-    p.add_argument("--no-cache", action="store_true", help="encode every batch on the fly")
+    p.add_argument("--no-cache", action="store_true",
+                   help="fresh crops every epoch, encoded inside the training step (fastest on a GPU)")
+    p.add_argument("--workers", type=int, default=1, help="threads cutting crops with --no-cache")
     p.add_argument("--init-from", help="warm start from a model folder (its config and decoder weights)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the finished model folder")
@@ -103,9 +110,10 @@ def main(argv=None, callbacks=()) -> Path:
                   "seed": cfg.encoder_seed}
 
     if args.no_cache:
-        train_data = OnTheFlyCrops(train.images, encoder, args.crop_size, cfg.image_size,
-                                   args.crops_per_image, args.batch_size, args.seed)
-        sample_features = train_data[0][0]
+        train_data = OnTheFlyCrops(train.images, args.crop_size, cfg.image_size, args.crops_per_image,
+                                   args.batch_size, args.seed, workers=args.workers)
+        first_crops = np.concatenate([train_data[i][0] for i in range(min(len(train_data), 256 // args.batch_size))])
+        sample_features = encode_batches(encoder, first_crops, args.batch_size)
     else:
         key = FeatureCache.key_for(encoder_id, train.files, args.crop_size, cfg.image_size,
                                    args.crops_per_image, args.seed)
@@ -132,30 +140,34 @@ def main(argv=None, callbacks=()) -> Path:
         decoder.load_weights(Path(args.init_from) / "decoder.weights.h5")
     print(f"decoder: {decoder.count_params():,} parameters; encoder {cfg.encoder_weights} {cfg.layer} "
           f"{tuple(val_features.shape[1:])}")
-    steps = len(train_data) * args.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.05)
+    # With the cache the decoder trains on stored features; without it, on images, through the
+    # frozen encoder inside the same graph (one compiled step on a GPU).
+    model, val_inputs = (keras.Model(encoder.input, decoder(encoder.output), name="encoder_decoder"), val_targets) \
+        if args.no_cache else (decoder, val_features)
+    if args.minutes:  # cosine over wall-clock time instead of steps (see TimeBudget)
+        schedule = args.lr
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=len(train_data) * args.epochs,
+                                                          alpha=LR_FLOOR)
     loss = make_loss(args.alpha, args.perceptual_weight, encoder, cfg.feature_scale)
-    decoder.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=[psnr_metric, ssim_metric])
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=[psnr_metric, ssim_metric])
 
     history = EpochLog(out, args.epochs, train_data)
     best = max((h["val_psnr"] for h in history.records), default=None)
     fit_callbacks = [
         history,
         keras.callbacks.BackupAndRestore(str(out / "backup")),
-        keras.callbacks.ModelCheckpoint(str(out / "decoder.weights.h5"), monitor="val_psnr", mode="max",
-                                        save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=best),
-        SampleGrid(out / "samples", val_features[:4], val_targets[:4]),
+        BestDecoder(decoder, out / "decoder.weights.h5", best),
+        SampleGrid(out / "samples", decoder, val_features[:4], val_targets[:4]),
+        *([TimeBudget(args.minutes, args.lr, history)] if args.minutes else []),
         *callbacks,
     ]
     try:
-        decoder.fit(train_data, epochs=args.epochs, validation_data=(val_features, val_targets),
+        model.fit(train_data, epochs=args.epochs, validation_data=(val_inputs, val_targets),
                     batch_size=args.batch_size, callbacks=fit_callbacks, verbose=args.verbose)
     except KeyboardInterrupt:
         print(f"\ninterrupted after epoch {len(history.records)}; continue with --resume --out {out}")
         raise
-    if not (out / "decoder.weights.h5").exists():
-        decoder.save_weights(out / "decoder.weights.h5")
     final = max(history.records, key=lambda h: h["val_psnr"])
     print(f"done: best val PSNR {final['val_psnr']:.2f} dB, SSIM {final['val_ssim']:.4f} at epoch "
           f"{final['epoch']}; model folder {out}")
@@ -180,7 +192,9 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         record = {"epoch": epoch + 1, "seconds": round(time.time() - self.start, 1)}
-        record |= {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+        record |= {k: float(v) for k, v in (logs or {}).items()}
+        record |= {"step": int(self.model.optimizer.iterations),
+                   "learning_rate": float(self.model.optimizer.learning_rate)}
         self.records = [r for r in self.records if r["epoch"] < epoch + 1] + [record]
         self.path.write_text(json.dumps(self.records, indent=1) + "\n")
         plot_history(self.records, self.out / "loss_curve.png")
@@ -189,16 +203,54 @@ class EpochLog(keras.callbacks.Callback):
               flush=True)
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Fit training to a time budget on any hardware: the learning rate follows a cosine over the
+    fraction of the budget spent (set at each epoch start, so keep epochs short), and training
+    stops when the next epoch would overrun it. A resumed run counts the epochs already logged."""
+
+    def __init__(self, minutes: float, lr: float, history: "EpochLog"):
+        super().__init__()
+        self.budget, self.lr, self.history = minutes * 60.0, lr, history
+
+    def spent(self) -> float:
+        return sum(r["seconds"] for r in self.history.records)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        fraction = min(1.0, self.spent() / self.budget)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * fraction))
+        self.model.optimizer.learning_rate = self.lr * (LR_FLOOR + (1.0 - LR_FLOOR) * cosine)
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.history.records[-1]["seconds"] if self.history.records else 0.0
+        if self.spent() + last > self.budget:
+            self.model.stop_training = True
+
+
+class BestDecoder(keras.callbacks.Callback):
+    """Save the decoder's weights (only the decoder's, whatever model trains it) whenever the
+    validation PSNR beats the best so far: the model folder always holds the best checkpoint."""
+
+    def __init__(self, decoder, path: Path, best: float | None = None):
+        super().__init__()
+        self.decoder, self.path, self.best = decoder, path, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        psnr = (logs or {}).get("val_psnr")
+        if psnr is not None and (self.best is None or psnr > self.best):
+            self.best = float(psnr)
+            self.decoder.save_weights(self.path)
+
+
 class SampleGrid(keras.callbacks.Callback):
     """Originals above reconstructions of a few validation images, one PNG per epoch."""
 
-    def __init__(self, folder: Path, features, targets):
+    def __init__(self, folder: Path, decoder, features, targets):
         super().__init__()
-        self.folder, self.features, self.targets = folder, features, targets
+        self.folder, self.decoder, self.features, self.targets = folder, decoder, features, targets
         folder.mkdir(parents=True, exist_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
-        outputs = keras.ops.convert_to_numpy(self.model(self.features, training=False))
+        outputs = keras.ops.convert_to_numpy(self.decoder(self.features, training=False))
         to_u8 = lambda a: (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
         save_png(image_grid([list(to_u8(self.targets)), list(to_u8(outputs))]),
                  self.folder / f"epoch_{epoch + 1:03d}.png")

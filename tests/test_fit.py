@@ -1,0 +1,134 @@
+"""training.fit and training.evaluate end to end, on tiny images with a random-weights encoder."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from recon import Reconstructor
+from tests.conftest import smooth_image
+from training import evaluate, fit
+
+TINY = ["--layer", "block2_conv2", "--image-size", "32", "--crop-size", "32", "--crops-per-image", "2",
+        "--encoder-weights", "random", "--decoder-width", "8", "--res-blocks", "1", "--batch-size", "4",
+        "--verbose", "0"]
+
+
+def run_fit(data, out, cache, *extra, callbacks=()):
+    return fit.main(["--data", str(data), "--out", str(out), "--cache-dir", str(cache), *TINY, *extra],
+                    callbacks=callbacks)
+
+
+def test_awkward_folder_trains_and_skips_the_corrupt_file(tmp_path, photo_dir, capsys):
+    odd = photo_dir / "odd"
+    odd.mkdir()
+    (odd / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(odd / "dot.png")
+    Image.fromarray(smooth_image(40, 50, 7)[..., 0]).save(odd / "grey.png")
+    Image.fromarray(smooth_image(40, 50, 8)).convert("RGBA").save(odd / "alpha.png")
+    Image.fromarray((smooth_image(40, 50, 9)[..., 0].astype(np.uint16) * 257)).save(odd / "deep.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(smooth_image(30, 60, 10)).save(odd / "rotated.jpg", exif=exif)
+
+    out = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "2")
+    log = capsys.readouterr().out
+    assert "1 unreadable skipped" in log and "corrupt.jpg" in log
+    assert "epoch 2/2: loss" in log and "val_psnr" in log
+    for name in ["config.json", "encoder.weights.h5", "decoder.weights.h5", "history.json", "loss_curve.png",
+                 "split.json", "run_config.json", "samples/epoch_001.png", "samples/epoch_002.png"]:
+        assert (out / name).is_file(), name
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and all(np.isfinite(h["val_psnr"]) for h in history)
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["skipped"]) == 1 and len(split["train"]) + len(split["val"]) == 15
+    model = Reconstructor.from_pretrained(out)
+    assert model.reconstruct(smooth_image(50, 70, 0), size="native").output.shape == (50, 70, 3)
+
+
+class StopMidEpoch(keras.callbacks.Callback):
+    """Simulates Ctrl-C in the middle of the second epoch."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.epoch == 1 and batch == 2:
+            raise KeyboardInterrupt
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+
+def test_resume_continues_from_the_last_finished_epoch(tmp_path, photo_dir, capsys):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(photo_dir, out, cache, "--epochs", "3", "--no-cache", callbacks=[StopMidEpoch()])
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1]
+    assert "continue with --resume" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--resume"):
+        run_fit(photo_dir, out, cache, "--epochs", "3")
+    fit.main(["--out", str(out), "--data", str(photo_dir), "--resume", "--epochs", "3", "--verbose", "0"])
+    log = capsys.readouterr().out
+    assert "epoch 1/3" not in log and "epoch 2/3" in log and "epoch 3/3" in log
+    resumed = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in resumed] == [1, 2, 3]
+    # weights, optimizer state (step count, so the learning-rate schedule) and data order all came
+    # back: the resumed run matches one that was never interrupted
+    straight = json.loads((run_fit(photo_dir, tmp_path / "straight", cache, "--epochs", "3", "--no-cache")
+                           / "history.json").read_text())
+    assert [h["step"] for h in resumed] == [h["step"] for h in straight]
+    assert [h["learning_rate"] for h in resumed] == pytest.approx([h["learning_rate"] for h in straight])
+    assert [h["val_loss"] for h in resumed] == pytest.approx([h["val_loss"] for h in straight], rel=1e-2)
+    assert not (out / "backup").exists()  # BackupAndRestore cleans up after a finished run
+
+
+def test_cache_is_reused_and_rebuilt_when_stale(tmp_path, photo_dir, capsys):
+    cache = tmp_path / "cache"
+    first = run_fit(photo_dir, tmp_path / "a", cache, "--epochs", "1")
+    assert "GB in" in capsys.readouterr().out  # built, its size announced first
+    run_fit(photo_dir, tmp_path / "b", cache, "--epochs", "1")
+    assert "feature cache: reusing" in capsys.readouterr().out
+    a_training_file = json.loads((first / "split.json").read_text())["train"][0]["file"]
+    Image.fromarray(smooth_image(44, 60, 99)).save(a_training_file)  # its content changes
+    run_fit(photo_dir, tmp_path / "c", cache, "--epochs", "1")
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "GB in" in out and len(list(cache.iterdir())) == 2
+
+
+def test_cached_and_uncached_batches_agree(tmp_path, photo_dir):
+    """The cache stores float16 features of its crops; the on-the-fly path yields crops of the same kind."""
+    from recon import ReconConfig, build_encoder
+    from recon.imageio import list_images
+    from training.data import CachedCrops, FeatureCache, OnTheFlyCrops, encode_batches, load_image_set, sample_view
+    enc = build_encoder(ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random"))
+    images = load_image_set(list_images(photo_dir)).images
+    feats, targets = FeatureCache(tmp_path, "k").build(enc, images, 32, 32, 2, seed=5)
+    assert feats.dtype == np.float16 and len(feats) == 20
+    np.testing.assert_array_equal(targets[0], sample_view(images[0], 32, 32, np.random.default_rng([5, 0, 0])))
+    np.testing.assert_allclose(feats[:4], encode_batches(enc, np.asarray(targets[:4])), rtol=2e-3, atol=1e-2)
+    cached, live = CachedCrops(feats, targets, 4, 5), OnTheFlyCrops(images, 32, 32, 2, 4, 5, workers=2)
+    assert len(cached) == len(live) == 5
+    (f, y), (x, y2) = cached[0], live[0]
+    assert f.shape == (4, 16, 16, 128) and y.shape == x.shape == (4, 32, 32, 3)
+    assert x is y2 and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    again = OnTheFlyCrops(images, 32, 32, 2, 4, 5)
+    np.testing.assert_array_equal(again[0][0], x)  # reproducible from the seed
+    again.set_epoch(1)
+    assert not np.array_equal(again[0][0], x)  # fresh crops each epoch
+
+
+def test_evaluate_never_scores_training_images(tmp_path, photo_dir, capsys):
+    out = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
+    summary = evaluate.main(["--model", str(out), "--data", str(photo_dir), "--save-dir", str(tmp_path / "ev")])
+    split = json.loads((out / "split.json").read_text())
+    assert summary["count"] == len(split["val"])
+    assert {r["file"] for r in summary["per_image"]} == {e["file"].split("/")[-1] for e in split["val"]}
+    assert f"excluded {len(split['train'])} image(s)" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "ev" / "metrics_summary.json").read_text())
+    assert set(saved["psnr"]) == {"mean", "std"} and saved["model"]["layer"] == "block2_conv2"
+    for name in ["psnr_histogram.png", "ssim_histogram.png", "sample_reconstructions.png",
+                 "training_loss_curve.png"]:
+        assert (tmp_path / "ev" / name).is_file()
+    native = evaluate.main(["--model", str(out), "--data", str(photo_dir), "--native",
+                            "--save-dir", str(tmp_path / "ev2")])
+    assert native["size"] == "native" and np.isfinite(native["psnr"]["mean"])
