@@ -1,0 +1,509 @@
+"""Gradio demo: see what a VGG16 layer keeps of an image, by reconstructing the image from it.
+
+    python app.py [--model REPO_OR_DIR] [--revision REV] [--host 127.0.0.1] [--port 7860] [--share]
+
+Tabs: Upload (input vs reconstruction, error map, metrics, download), Webcam (live
+reconstruction with PSNR/SSIM and fps), Features (strongest channels of the layer), Ablation
+(reconstruct from altered features) and Model (what is loaded, and how well it does on held-out
+photos). The handlers at the top are plain functions over `recon.Reconstructor`, so they can be
+tested and benchmarked without a browser; `build_demo` wires them into a `gr.Blocks`. Importing
+this module loads no model and touches no network.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the demo must work offline: no telemetry calls
+
+import argparse
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from recon import ImageLoadError, ModelFolderError, Reconstructor, load_image
+from recon import features as F
+from recon.imageio import MAX_FILE_BYTES, to_uint8
+from recon.metrics import error_map, image_metrics
+
+ROOT = Path(__file__).resolve().parent
+MODELS_DIR = ROOT / "models"
+BUNDLED_MODEL = MODELS_DIR / "vgg16-block3_conv3"
+EXAMPLES_DIR = ROOT / "examples"
+MAX_NATIVE_SIDE = 1024  # "own size" above this is scaled down: a 20-megapixel photo would take minutes on CPU
+ERROR_MAP_MAX = 0.25  # fixed colour range of the error map, so maps of different images compare
+FPS_WINDOW_S = 3.0  # the webcam fps is measured over the frames of the last few seconds
+RESOLUTIONS = [("trained size (square crop)", "trained"), ("the image's own size", "native")]
+ABLATIONS = [("keep only the K strongest channels", "top_k"), ("zero one channel", "zero_channel"),
+             ("quantize to n bits", "quantize")]
+
+
+# -- handlers: plain functions over a Reconstructor ---------------------------------------------
+def read_upload(path) -> np.ndarray:
+    """The project's safe loader on the uploaded file, its failures turned into a page message."""
+    if not path:
+        raise gr.Error("Upload an image first.")
+    try:
+        return load_image(path)
+    except ImageLoadError as e:  # the message names Gradio's temp path; the file's own name is enough
+        raise gr.Error(f"Cannot use this file: {str(e).replace(str(path), Path(path).name)}") from None
+
+
+def inference_size(model: Reconstructor, image: np.ndarray, resolution: str):
+    """`reconstruct`'s size argument: "trained", or the image's own size capped at MAX_NATIVE_SIDE."""
+    if resolution != "native":
+        return "trained"
+    h, w = image.shape[:2]
+    scale = min(1.0, MAX_NATIVE_SIDE / max(h, w))
+    return (max(1, round(h * scale)), max(1, round(w * scale)))
+
+
+def rounded(metrics: dict) -> dict:
+    return {k: round(float(v), 6 if k == "mse" else 4) for k, v in metrics.items()}
+
+
+def error_heatmap(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
+    return F.colormap(error_map(reference, test), vmin=0.0, vmax=ERROR_MAP_MAX)
+
+
+def reconstruct_upload(model: Reconstructor, path, resolution: str = "trained"):
+    """Upload tab: (input, reconstruction), error map, metrics, a PNG to download, a status line."""
+    image = read_upload(path)
+    start = time.perf_counter()
+    try:
+        rec = model.reconstruct(image, inference_size(model, image, resolution))
+    except ValueError as e:
+        raise gr.Error(f"Cannot reconstruct this image: {e}") from None
+    seconds = time.perf_counter() - start
+    x, y = to_uint8(rec.input), to_uint8(rec.output)
+    out_dir = Path(tempfile.mkdtemp(prefix="recon_"))
+    download = out_dir / f"{Path(str(path)).stem[:60] or 'image'}_reconstruction.png"
+    from PIL import Image
+    Image.fromarray(y).save(download)
+    h, w = image.shape[:2]
+    status = (f"Reconstructed at {y.shape[1]}×{y.shape[0]} (upload {w}×{h}) in {seconds:.2f} s "
+              f"from {model.config.layer} features of shape {tuple(rec.features.shape)}.")
+    return (x, y), error_heatmap(rec.input, rec.output), rounded(rec.metrics()), str(download), status
+
+
+def reconstruct_frame(model: Reconstructor, frame, stats: dict | None = None):
+    """Webcam tab, one frame at the trained size: reconstruction, a PSNR/SSIM/fps line, new stats.
+
+    fps counts the frames this session actually got back over the last few seconds; frames the
+    browser sent while one was running were already dropped by Gradio (it keeps only the newest).
+    """
+    stats = dict(stats or {})
+    if frame is None:
+        return None, "Waiting for the camera…", stats
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, axis=-1)
+    frame = to_uint8(frame[..., :3]) if frame.dtype != np.uint8 else frame[..., :3]
+    start = time.perf_counter()
+    rec = model.reconstruct(frame, "trained")
+    m = image_metrics(rec.input, rec.output)
+    now = time.perf_counter()
+    times = [t for t in stats.get("times", []) if now - t <= FPS_WINDOW_S] + [now]
+    fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    stats = {"times": times, "frames": stats.get("frames", 0) + 1, "fps": fps}
+    line = (f"PSNR {m['psnr']:.2f} dB · SSIM {m['ssim']:.3f} · {fps:.1f} fps "
+            f"({(now - start) * 1000:.0f} ms/frame) · frame {stats['frames']}")
+    return to_uint8(rec.output), line, stats
+
+
+def encode_upload(model: Reconstructor, path, resolution: str):
+    """The (model input, features) pair that the feature viewer and the ablations work on."""
+    image = read_upload(path)
+    try:
+        x = model.prepare(image, inference_size(model, image, resolution))
+    except ValueError as e:
+        raise gr.Error(f"Cannot use this image: {e}") from None
+    return x, model.encode(x)
+
+
+def clamp_channel(model: Reconstructor, channel) -> int:
+    channels = model.config.channels
+    try:
+        channel = int(channel)
+    except (TypeError, ValueError):
+        raise gr.Error(f"Channel must be a whole number from 0 to {channels - 1}.") from None
+    if not 0 <= channel < channels:
+        raise gr.Error(f"Channel {channel} does not exist: {model.config.layer} has channels 0 to {channels - 1}.")
+    return channel
+
+
+def feature_view(model: Reconstructor, path, resolution: str = "trained", top_n: int = 16, channel: int = 0):
+    """Features tab: the top-N channels as captioned tiles, one channel large, a summary line."""
+    channel = clamp_channel(model, channel)
+    _, feats = encode_upload(model, path, resolution)
+    means = F.channel_means(feats)
+    tiles = [(tile, f"ch {c} · mean {mean:.3g}") for tile, c, mean in F.channel_tiles(feats, int(top_n))]
+    one = feats[..., channel]
+    rank = int(np.sum(means > means[channel])) + 1
+    h, w, c = feats.shape
+    summary = (f"**{model.config.layer}** features: {h} × {w} × {c} (stride {model.config.stride}) · "
+               f"sparsity **{F.sparsity(feats):.1%}** zeros after ReLU  \n"
+               f"Channel {channel}: mean {means[channel]:.3g} (rank {rank} of {c}), max {one.max():.3g}, "
+               f"{np.mean(one == 0):.0%} zeros")
+    return tiles, F.channel_image(feats, channel, size=384), summary
+
+
+def ablate(model: Reconstructor, path, resolution: str = "trained", mode: str = "top_k", k: int = 8,
+           channel: int = 0, bits: int = 2):
+    """Ablation tab: reconstructions from the unaltered and the altered features, what changed, metrics."""
+    x, feats = encode_upload(model, path, resolution)
+    if mode == "top_k":
+        k = int(np.clip(int(k), 0, feats.shape[-1]))
+        altered, what = F.keep_top_k(feats, k), f"kept the {k} strongest of {feats.shape[-1]} channels"
+    elif mode == "zero_channel":
+        channel = clamp_channel(model, channel)
+        altered, what = F.zero_channel(feats, channel), f"zeroed channel {channel}"
+    elif mode == "quantize":
+        bits = int(np.clip(int(bits), 1, 16))
+        altered, what = F.quantize(feats, bits), f"quantized to {bits} bit{'s' if bits > 1 else ''} per value"
+    else:
+        raise gr.Error(f"Unknown ablation {mode!r}; choose one of {[m for _, m in ABLATIONS]}.")
+    plain, changed = model.decode(feats), model.decode(altered)
+    metrics = {"ablation": what,
+               "unaltered": rounded(image_metrics(x, plain)), "altered": rounded(image_metrics(x, changed)),
+               "features_changed": round(float(np.mean(altered != feats)), 4)}
+    return to_uint8(plain), to_uint8(changed), error_heatmap(plain, changed), metrics
+
+
+# -- model panel ----------------------------------------------------------------------------------
+def read_model_card(folder: Path | None) -> tuple[dict, str]:
+    """README.md of a model folder -> (YAML front matter, markdown body); empty when absent."""
+    if folder is None or not (folder / "README.md").is_file():
+        return {}, ""
+    text = (folder / "README.md").read_text(encoding="utf-8", errors="replace")
+    match = re.match(r"^---\s*\n(.*?)\n---\s*\n?(.*)$", text, re.S)
+    if not match:
+        return {}, text
+    import yaml
+    try:
+        meta = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError:
+        meta = {}
+    return (meta if isinstance(meta, dict) else {}), match.group(2)
+
+
+def card_section(body: str, title: str) -> str:
+    """The text under the first markdown heading that contains `title` (case-insensitive)."""
+    match = re.search(rf"^(#+)[^\n]*{re.escape(title)}[^\n]*\n(.*?)(?=^#{{1,6}} |\Z)", body, re.S | re.M | re.I)
+    return match.group(2).strip() if match else ""
+
+
+def read_metrics_summary(folder: Path | None) -> dict:
+    import json
+    path = folder / "metrics_summary.json" if folder is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def random_weights_banner(model: Reconstructor | None) -> str:
+    if model is None or model.config.encoder_weights != "random":
+        return ""
+    return ('<div style="background:#b91c1c;color:white;padding:6px 12px;border-radius:6px;'
+            'font-weight:bold">⚠ random weights: tests only. This encoder was never trained; '
+            'its reconstructions mean nothing.</div>')
+
+
+def model_info(model: Reconstructor, name: str, folder: Path | None) -> str:
+    """Model tab: what is loaded (config), how it was trained and scored (model card, metrics)."""
+    c = model.config
+    lines = [f"### {name}", "",
+             "| | |", "|---|---|",
+             f"| Backbone | {c.backbone} |", f"| Layer | {c.layer} (stride {c.stride}, {c.channels} channels) |",
+             f"| Encoder weights | {c.encoder_weights}{' (**random: tests only**)' if c.encoder_weights == 'random' else ''} |",
+             f"| Decoder | {model.decoder.count_params():,} parameters, width {c.decoder_width}, "
+             f"{c.num_res_blocks} residual blocks, upsampling {c.upsample} |",
+             f"| Trained size | {c.image_size}×{c.image_size} |",
+             f"| Source | {folder if folder is not None else name} |"]
+    meta, body = read_model_card(folder)
+    for key, value in meta.items():
+        if isinstance(value, (str, int, float)) or (isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)):
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            lines.append(f"| {key} | {str(shown).replace('|', '/')} |")
+    summary = read_metrics_summary(folder)
+    if "psnr" in summary:
+        lines += ["", "**Held-out metrics** " + (f"({summary.get('count', '?')} images from "
+                                                 f"`{summary.get('data', '?')}` at size {summary.get('size', '?')})"
+                                                 if "count" in summary else ""), "",
+                  "| metric | mean | std |", "|---|---|---|"]
+        for key in ("psnr", "ssim", "mse"):
+            if isinstance(summary.get(key), dict):
+                lines.append(f"| {key.upper()} | {summary[key].get('mean', float('nan')):.4g} | "
+                             f"{summary[key].get('std', float('nan')):.3g} |")
+    else:
+        lines += ["", "_No held-out metrics (metrics_summary.json) in this model folder._"]
+    training = card_section(body, "training data") or card_section(body, "training")
+    lines += ["", "**Training data**", "", training if training else "_Not described (no model card)._"]
+    return "\n".join(lines)
+
+
+# -- models: which ones, loaded lazily ---------------------------------------------------------
+@dataclass
+class ModelStore:
+    """The models the page can pick from, by name; folders load on first use and stay loaded."""
+
+    folders: dict[str, Path | None] = field(default_factory=dict)  # None: loaded from the Hub
+    loaded: dict[str, Reconstructor] = field(default_factory=dict)
+    default: str | None = None
+    notice: str = ""  # shown at the top of the page: a model that could not be pulled or loaded
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.folders)
+
+    def get(self, name: str | None) -> Reconstructor:
+        name = name or self.default
+        if name not in self.folders:
+            raise gr.Error(f"No model named {name!r}" if name else f"No model available. {self.notice}")
+        with self.lock:
+            if name not in self.loaded:
+                try:
+                    self.loaded[name] = Reconstructor.from_pretrained(self.folders[name])
+                except ModelFolderError as e:
+                    raise gr.Error(f"Cannot load model {name}: {e}") from None
+            return self.loaded[name]
+
+
+def find_model_folders(models_dir: Path = MODELS_DIR) -> dict[str, Path]:
+    """Complete model folders under models/, bundled default first."""
+    if not Path(models_dir).is_dir():
+        return {}
+    found = sorted(p for p in Path(models_dir).iterdir() if (p / "config.json").is_file())
+    found.sort(key=lambda p: p.resolve() != BUNDLED_MODEL.resolve())
+    return {p.name: p for p in found}
+
+
+def resolve_models(model=None, revision: str | None = None, models_dir: Path = MODELS_DIR) -> ModelStore:
+    """`--model` (a local folder, a Hub repo id, a Reconstructor, or None for the bundled one)
+    plus the folders under models/. A requested model that fails falls back to the bundled one,
+    with a notice for the page; the default model is loaded here, so that failure shows at start."""
+    store = ModelStore(folders=dict(find_model_folders(models_dir)))
+    fallbacks = list(store.folders)
+    if isinstance(model, Reconstructor):
+        store.folders = {"given model": None} | store.folders
+        store.loaded["given model"] = model
+        store.default = "given model"
+        return store
+    problem = None
+    if model is not None and Path(model).is_dir():
+        name = Path(model).resolve().name
+        store.folders = {name: Path(model)} | {k: v for k, v in store.folders.items() if k != name}
+        try:
+            store.get(name)
+            store.default = name
+            return store
+        except gr.Error as e:
+            del store.folders[name]
+            problem = f"Could not load {model}: {e}"
+    elif model is not None:
+        try:
+            from hub import from_pretrained  # lazy: Hub support is optional, and touches the network
+            store.loaded[str(model)] = from_pretrained(str(model), revision=revision)
+            store.folders = {str(model): None} | store.folders
+            store.default = str(model)
+            return store
+        except Exception as e:  # any failure (offline, missing repo, broken files) falls back
+            problem = f"Could not pull {model}{'@' + revision if revision else ''}: {e}"
+    for name in fallbacks:  # the bundled model first (find_model_folders sorts it first)
+        try:
+            store.get(name)
+            store.default = name
+            break
+        except gr.Error as e:
+            problem = (problem + " " if problem else "") + f"Could not load {name}: {e}."
+            del store.folders[name]
+    if problem:
+        store.notice = problem + (f" Using {store.default} instead." if store.default else " No model is available.")
+    elif store.default is None:
+        store.notice = f"No model found: expected a model folder at {BUNDLED_MODEL}."
+    return store
+
+
+def list_examples(folder: Path = EXAMPLES_DIR) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in {".jpg", ".jpeg", ".png"}]
+
+
+class UploadImage(gr.Image):
+    """gr.Image whose upload goes to recon.load_image untouched. Plain gr.Image opens the file
+    with PIL before the handler runs, so a corrupt upload failed inside Gradio with no message."""
+
+    is_template = True  # same front-end component as gr.Image
+
+    def preprocess(self, payload):
+        if payload is None or payload.path is None:
+            return super().preprocess(payload)
+        return str(payload.path)
+
+
+# -- the page ---------------------------------------------------------------------------------
+def build_demo(model=None, revision: str | None = None, models_dir: Path = MODELS_DIR,
+               stream_every: float = 0.15, time_limit: int = 120) -> gr.Blocks:
+    """The page. `model`: a local folder, a Hub repo id, a Reconstructor, or None (bundled)."""
+    store = resolve_models(model, revision, models_dir)
+    current = store.loaded.get(store.default) if store.default else None
+    channels = current.config.channels if current else 256
+    examples = list_examples()
+
+    with gr.Blocks(title="recon: reconstruct images from VGG16 features", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# Reconstruct an image from VGG16 features\n"
+                    "A frozen VGG16 turns the image into a feature map; a small decoder trained to invert "
+                    "that layer turns it back. What survives shows what the layer keeps.")
+        notice = gr.Markdown(f"⚠ {store.notice}" if store.notice else "", visible=bool(store.notice), elem_id="notice")
+        with gr.Row():
+            picker = gr.Dropdown(store.names, value=store.default, label="Model", scale=1,
+                                 visible=len(store.names) > 1, elem_id="model-picker")
+            banner = gr.HTML(random_weights_banner(current), elem_id="random-banner")
+
+        with gr.Tabs():
+            with gr.Tab("Upload", id="upload"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        upload = UploadImage(type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                             label="Image", elem_id="upload-image", height=320)
+                        resolution = gr.Radio(RESOLUTIONS, value="trained", label="Resolution",
+                                              info=f"trained size: {current.config.image_size if current else '?'} px "
+                                                   f"square; own size: up to {MAX_NATIVE_SIDE} px")
+                        run_button = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-button")
+                        if examples:
+                            gr.Examples([[p] for p in examples], inputs=[upload],
+                                        label="Example photos (public domain / CC0, see examples/LICENSES.md)")
+                    with gr.Column(scale=2):
+                        slider = gr.ImageSlider(label="Input | reconstruction", format="png", elem_id="slider",
+                                                max_height=480)
+                        status = gr.Markdown(elem_id="upload-status")
+                        with gr.Row():
+                            heat = gr.Image(label=f"Error map (black 0, yellow ≥ {ERROR_MAP_MAX})", format="png",
+                                            elem_id="error-map", height=240)
+                            with gr.Column():
+                                metrics = gr.JSON(label="Metrics (input vs reconstruction)", elem_id="metrics")
+                                download = gr.File(label="Download the reconstruction (PNG)", elem_id="download")
+
+            with gr.Tab("Webcam", id="webcam"):
+                gr.Markdown(f"Each frame is cropped to a square, reconstructed at the trained size and sent "
+                            f"back. Frames that arrive while one is being processed are dropped. A stream "
+                            f"stops after {time_limit} s; start it again to continue.")
+                with gr.Row():
+                    camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
+                                      elem_id="webcam")
+                    live = gr.Image(label="Reconstruction", format="jpeg", elem_id="webcam-output")
+                live_stats = gr.Markdown("Start the camera to see live reconstructions.", elem_id="webcam-stats")
+                fps_state = gr.State({})
+
+            with gr.Tab("Features", id="features") as features_tab:
+                gr.Markdown("The feature map of the image in the Upload tab: the channels with the highest mean "
+                            "activation, each on its own colour range (black = 0). Click a tile to see it large.")
+                with gr.Row():
+                    top_n = gr.Slider(1, 64, value=16, step=1, label="Strongest N channels")
+                    channel = gr.Slider(0, channels - 1, value=0, step=1, label="Channel to see large",
+                                        elem_id="channel")
+                    features_button = gr.Button("Show features", variant="primary", elem_id="features-button")
+                feature_summary = gr.Markdown(elem_id="feature-summary")
+                with gr.Row():
+                    gallery = gr.Gallery(label="Strongest channels", columns=4, height=520, elem_id="feature-grid",
+                                         format="png", allow_preview=False)
+                    channel_large = gr.Image(label="Channel", format="png", elem_id="channel-large", height=520)
+
+            with gr.Tab("Ablation", id="ablation"):
+                gr.Markdown("Reconstruct the image in the Upload tab from altered features, next to the "
+                            "reconstruction from the unaltered ones. The difference map shows what was lost.")
+                with gr.Row():
+                    mode = gr.Radio(ABLATIONS, value="top_k", label="Alteration", elem_id="ablation-mode")
+                    k = gr.Slider(0, channels, value=min(8, channels), step=1, label="K (keep top K)")
+                    zero_ch = gr.Slider(0, channels - 1, value=0, step=1, label="Channel to zero")
+                    bits = gr.Slider(1, 8, value=2, step=1, label="Bits (quantize)")
+                ablate_button = gr.Button("Reconstruct from altered features", variant="primary",
+                                          elem_id="ablate-button")
+                with gr.Row():
+                    plain_out = gr.Image(label="From unaltered features", format="png", elem_id="ablation-plain")
+                    altered_out = gr.Image(label="From altered features", format="png", elem_id="ablation-altered")
+                    diff_out = gr.Image(label="What was lost |unaltered − altered|", format="png",
+                                        elem_id="ablation-diff")
+                ablation_metrics = gr.JSON(label="Metrics against the input", elem_id="ablation-metrics")
+
+            with gr.Tab("Model", id="model"):
+                info = gr.Markdown(model_info(current, store.default, store.folders[store.default])
+                                   if current else store.notice, elem_id="model-info")
+
+        # Wrappers bind the picked model; the handlers above do the work.
+        def on_reconstruct(path, res, name):
+            if not path:  # the upload was cleared, or the resolution changed before any upload
+                return None, None, None, None, "Upload an image, or pick an example below it."
+            return reconstruct_upload(store.get(name), path, res)
+
+        def on_frame(frame, stats, name):
+            return reconstruct_frame(store.get(name), frame, stats)
+
+        def on_features(path, res, n, ch, name):
+            if not path:
+                return [], None, "Upload an image in the Upload tab first."
+            return feature_view(store.get(name), path, res, n, ch)
+
+        def on_pick_tile(path, res, n, name, evt: gr.SelectData):
+            caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
+            match = re.match(r"ch (\d+)", caption or "")
+            ch = int(match.group(1)) if match else 0
+            tiles, large, summary = feature_view(store.get(name), path, res, n, ch)
+            return ch, large, summary
+
+        def on_ablate(path, res, m, k_, ch, b, name):
+            return ablate(store.get(name), path, res, m, k_, ch, b)
+
+        def on_select_model(name):
+            rec = store.get(name)
+            c = rec.config.channels
+            return (random_weights_banner(rec), model_info(rec, name, store.folders.get(name)),
+                    gr.Slider(maximum=c - 1, value=0), gr.Slider(maximum=c, value=min(8, c)),
+                    gr.Slider(maximum=c - 1, value=0))
+
+        gr.on([run_button.click, upload.change, resolution.change], on_reconstruct,
+              [upload, resolution, picker], [slider, heat, metrics, download, status], api_name="reconstruct")
+        # Gradio keeps only the newest frame that arrived during a run (the stream endpoint overwrites
+        # it), so a slow model drops frames; concurrency_limit caps simultaneous webcam sessions.
+        camera.stream(on_frame, [camera, fps_state, picker], [live, live_stats, fps_state],
+                      api_name="webcam_frame", stream_every=stream_every, time_limit=time_limit,
+                      concurrency_limit=2, show_progress="hidden")
+        gr.on([features_button.click, features_tab.select, top_n.release, channel.release], on_features,
+              [upload, resolution, top_n, channel, picker], [gallery, channel_large, feature_summary],
+              api_name="features")
+        gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, channel_large, feature_summary],
+                       api_name="pick_channel")
+        ablate_button.click(on_ablate, [upload, resolution, mode, k, zero_ch, bits, picker],
+                            [plain_out, altered_out, diff_out, ablation_metrics], api_name="ablate")
+        picker.change(on_select_model, [picker], [banner, info, channel, k, zero_ch], api_name="select_model")
+    return demo
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None,
+                        help=f"Hub repo id or local model folder (default: the bundled {BUNDLED_MODEL.relative_to(ROOT)})")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) for --model")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
+    args = parser.parse_args(argv)
+    demo = build_demo(args.model, args.revision)
+    demo.queue(max_size=32).launch(server_name=args.host, server_port=args.port, share=args.share,
+                                   max_file_size=MAX_FILE_BYTES, footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()

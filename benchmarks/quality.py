@@ -1,0 +1,158 @@
+"""Quality benchmark: our decoder against the original project's, same encoder, data, budget and seed.
+
+    python benchmarks/quality.py --data ../shared/photos/train --holdout ../shared/photos/holdout
+    python benchmarks/quality.py ... --quick          # a few seconds of training, for the test
+
+The original decoder: Conv2DTranspose(128,3,s2,relu) -> Conv2DTranspose(64,3,s2,relu) ->
+Conv2D(3,3,sigmoid) on raw block3_conv3 features, MSE, Adam 1e-4; run again at the best learning
+rate from a short search, so our gain is not an artefact of its learning rate. Every decoder sees
+the same cached crops in the same order (images seen = crops x epochs) and is scored on the
+held-out photos at 224 with recon.metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+
+from recon.config import ReconConfig  # noqa: E402
+from recon.decoder import build_decoder  # noqa: E402
+from recon.encoder import build_encoder  # noqa: E402
+from recon.metrics import image_metrics  # noqa: E402
+from training.data import (CachedCrops, FeatureCache, encode_batches, feature_rms, find_images,  # noqa: E402
+                           load_image_set, square_image)
+from training.losses import make_loss  # noqa: E402
+from training.plots import plot_reconstructions  # noqa: E402
+
+# name -> ReconConfig overrides for our decoder variants (all <= the original's parameters)
+OURS = {
+    "ours": {},
+    "ours-pixelshuffle": {"upsample": "pixel_shuffle", "upsample_widths": [16, 16]},
+    "ours-wide": {"decoder_width": 86, "num_res_blocks": 2},
+    "ours-deep": {"decoder_width": 48, "num_res_blocks": 7, "upsample_widths": [48, 32]},
+}
+
+
+def build_original_decoder(channels: int) -> keras.Model:
+    """The original project's decoder (two transposed convs, about 370k parameters at 256 channels)."""
+    inputs = keras.Input((None, None, channels))
+    x = layers.Conv2DTranspose(128, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(x)
+    return keras.Model(inputs, layers.Conv2D(3, 3, padding="same", activation="sigmoid")(x), name="original")
+
+
+def train_and_score(decoder, loss, lr, data, epochs, holdout_features, holdout_images, seed):
+    keras.utils.set_random_seed(seed)
+    schedule = keras.optimizers.schedules.CosineDecay(lr, len(data) * epochs, alpha=0.05) if lr else None
+    decoder.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    start = time.time()
+    for epoch in range(epochs):
+        data.set_epoch(epoch)
+        decoder.fit(data, epochs=1, verbose=0)
+    seconds = time.time() - start
+    outputs = np.concatenate([keras.ops.convert_to_numpy(decoder(holdout_features[i:i + 4], training=False))
+                              for i in range(0, len(holdout_features), 4)])
+    scores = [image_metrics(x, y) for x, y in zip(holdout_images, outputs)]
+    return outputs, {k: (float(np.mean([s[k] for s in scores])), float(np.std([s[k] for s in scores])))
+                     for k in ("psnr", "ssim")} | {"train_seconds": round(seconds, 1)}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--holdout", required=True)
+    p.add_argument("--out", default="runs/quality")
+    p.add_argument("--crop-size", type=int, default=96)
+    p.add_argument("--crops-per-image", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--encoder-weights", default="hed-bsds500")
+    p.add_argument("--variants", default="ours", help=f"comma list of {list(OURS)}")
+    p.add_argument("--lr-search", default="3e-4,1e-3,3e-3", help="learning rates tried for the original")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"))
+    p.add_argument("--limit", type=int)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--quick", action="store_true", help="tiny sizes and budget (for tests)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.crop_size, args.crops_per_image, args.epochs, args.image_size = 32, 2, 1, 32
+        args.lr_search = "1e-3"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    cfg = ReconConfig(image_size=args.image_size, encoder_weights=args.encoder_weights)
+    encoder = build_encoder(cfg)
+    train = load_image_set(find_images(args.data, args.limit), "loading train images")
+    holdout = load_image_set(find_images(args.holdout), "loading holdout images")
+    key = FeatureCache.key_for({"layer": cfg.layer, "weights": cfg.encoder_weights}, train.files,
+                               args.crop_size, args.image_size, args.crops_per_image, args.seed)
+    cache = FeatureCache(Path(args.cache_dir), key)
+    features, targets = cache.open() if cache.is_complete() else cache.build(
+        encoder, train.images, args.crop_size, args.image_size, args.crops_per_image, args.seed)
+    data = CachedCrops(features, targets, batch_size=8, seed=args.seed)
+    holdout_u8 = np.stack([square_image(im, args.image_size) for im in holdout.images])
+    holdout_features = encode_batches(encoder, holdout_u8)
+    holdout_images = holdout_u8.astype(np.float32) / 255.0
+    scale = feature_rms(features[:256])
+    seen = len(targets) * args.epochs
+    print(f"budget: {seen} crops of {args.crop_size}px seen by every decoder; "
+          f"scored on {len(holdout_images)} held-out images at {args.image_size}")
+
+    mse = keras.losses.MeanSquaredError()
+    results, outputs = {}, {}
+    outputs["original (lr 1e-4)"], results["original (lr 1e-4)"] = train_and_score(
+        build_original_decoder(cfg.channels), mse, 1e-4, data, args.epochs, holdout_features, holdout_images,
+        args.seed)
+    # a short search (a third of the budget) for the original's best learning rate
+    search = {}
+    for lr in [float(v) for v in args.lr_search.split(",")]:
+        short = max(1, args.epochs // 3)
+        search[lr] = train_and_score(build_original_decoder(cfg.channels), mse, lr, data, short,
+                                     holdout_features, holdout_images, args.seed)[1]["psnr"][0]
+        print(f"  lr search: original at lr {lr:g}, {short} epoch(s): {search[lr]:.2f} dB")
+    best_lr = max(search, key=search.get)
+    name = f"original (lr {best_lr:g})"
+    outputs[name], results[name] = train_and_score(build_original_decoder(cfg.channels), mse, best_lr, data,
+                                                   args.epochs, holdout_features, holdout_images, args.seed)
+    for variant in args.variants.split(","):
+        vcfg = ReconConfig(**(cfg.to_dict() | OURS[variant] | {"feature_scale": scale}))
+        outputs[variant], results[variant] = train_and_score(
+            build_decoder(vcfg), make_loss(0.8), 1e-3, data, args.epochs, holdout_features, holdout_images,
+            args.seed)
+    params = {"original (lr 1e-4)": build_original_decoder(cfg.channels).count_params()}
+    params[name] = params["original (lr 1e-4)"]
+    params |= {v: build_decoder(ReconConfig(**(cfg.to_dict() | OURS[v] | {"feature_scale": scale}))).count_params()
+               for v in args.variants.split(",")}
+
+    print(f"\n{'decoder':<24}{'params':>9}{'PSNR (dB)':>16}{'SSIM':>18}{'train s':>9}")
+    for k, r in results.items():
+        print(f"{k:<24}{params[k]:>9,}{r['psnr'][0]:>9.2f} ± {r['psnr'][1]:<4.2f}"
+              f"{r['ssim'][0]:>10.4f} ± {r['ssim'][1]:<5.3f}{r['train_seconds']:>9.0f}")
+    base = max((k for k in results if k.startswith("original")), key=lambda k: results[k]["psnr"][0])
+    ours = max((k for k in results if not k.startswith("original")), key=lambda k: results[k]["psnr"][0])
+    gain = {m: results[ours][m][0] - results[base][m][0] for m in ("psnr", "ssim")}
+    print(f"\n{ours} vs {base}: {gain['psnr']:+.2f} dB PSNR, {gain['ssim']:+.4f} SSIM")
+    record = {"budget_crops_seen": seen, "crop_size": args.crop_size, "lr_search": search,
+              "params": params, "results": results, "best_original": base, "best_ours": ours, "gain": gain,
+              "command": " ".join(sys.argv)}
+    (out / "quality.json").write_text(json.dumps(record, indent=1) + "\n")
+    rows = []
+    for i in range(min(4, len(holdout_images))):
+        x = holdout_images[i]
+        rows += [(f"{holdout.files[i].name}: {k}", x, outputs[k][i], image_metrics(x, outputs[k][i]))
+                 for k in (base, ours)]
+    plot_reconstructions(rows, out / "quality_comparison.png")
+    return record
+
+
+if __name__ == "__main__":
+    main()

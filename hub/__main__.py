@@ -1,0 +1,49 @@
+"""Push a model folder to the Hugging Face Hub, or pull one into the local cache.
+
+    python -m hub push MODEL_DIR REPO_ID [--private] [--revision BRANCH] [--message TEXT]
+    python -m hub pull REPO_ID [--revision R] [--to DIR]
+
+The token comes from HF_TOKEN or `hf auth login` (never from the command line, where it would
+land in the shell history). Failures print one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hub import HubError, _load, download, push_to_hub
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m hub", description=__doc__.split("\n")[0])
+    commands = p.add_subparsers(dest="command", required=True)
+    push = commands.add_parser("push", help="upload a model folder as one commit (card and samples added)")
+    push.add_argument("model_dir", help="model folder, e.g. a training run")
+    push.add_argument("repo_id", help="user/name on the Hub")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", help="branch to commit to (created if missing); default main")
+    push.add_argument("--message", help="commit message")
+    pull = commands.add_parser("pull", help="download a model into the cache (or --to DIR) and check it loads")
+    pull.add_argument("repo_id", help="user/name on the Hub")
+    pull.add_argument("--revision", help="branch, tag or commit; default main")
+    pull.add_argument("--to", metavar="DIR", help="copy the files into DIR instead of the Hugging Face cache")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        if args.command == "push":
+            print(push_to_hub(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
+                              commit_message=args.message))
+        else:
+            folder = download(args.repo_id, revision=args.revision, local_dir=args.to)
+            model = _load(folder, f"Hub repo {args.repo_id}")
+            print(f"{args.repo_id}: {model.describe()}\n{folder}")
+    except HubError as e:
+        sys.exit(f"error: {' '.join(str(e).split())}")
+
+
+if __name__ == "__main__":
+    main()

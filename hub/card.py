@@ -1,0 +1,202 @@
+"""The model card (README.md) of a model folder, written from what the folder records about itself.
+
+Sources, each optional except the model: config.json (encoder, layer, decoder), run_config.json,
+split.json and history.json (training data and budget), metrics_summary.json (held-out scores
+from `training.evaluate`) and samples.png. A card is only ever written where none exists, so a
+hand-edited README.md is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+CARD_FILE = "README.md"
+SAMPLES_FILE = "samples.png"
+ENCODER_LABELS = {
+    "hed-bsds500": "VGG16 (HED-BSDS500 fine-tune of ImageNet)",
+    "imagenet": "VGG16 (ImageNet, Keras Applications)",
+    "random": "VGG16 with random weights (tests only: not a useful model)",
+}
+
+
+def write_samples_image(folder: str | Path) -> Path | None:
+    """Copy the best sample grid to samples.png where the folder has none; return its path, if any.
+
+    Prefers `sample_reconstructions.png` (held-out images, from `training.evaluate`) over the
+    last training grid `samples/epoch_NNN.png`.
+    """
+    folder = Path(folder)
+    target = folder / SAMPLES_FILE
+    if not target.exists():
+        sources = [folder / "sample_reconstructions.png", *sorted((folder / "samples").glob("epoch_*.png"))[-1:]]
+        source = next((s for s in sources if s.is_file()), None)
+        if source is None:
+            return None
+        shutil.copyfile(source, target)
+    return target
+
+
+def write_model_card(folder: str | Path, repo_id: str | None = None, model=None) -> Path | None:
+    """Write README.md into a model folder unless it has one; return the path if written.
+
+    Args:
+        folder: the model folder.
+        repo_id: "user/name", for the title and the usage snippet; default the folder's name.
+        model: the folder's `recon.Reconstructor`, if already loaded (else it is loaded).
+
+    Example:
+        >>> write_model_card("runs/block3", "me/vgg16-block3-inversion")
+        PosixPath('runs/block3/README.md')
+    """
+    path = Path(folder) / CARD_FILE
+    if path.exists():
+        return None
+    build_model_card(folder, repo_id, model).save(path)
+    return path
+
+
+def build_model_card(folder: str | Path, repo_id: str | None = None, model=None,
+                     license: str = "other") -> ModelCard:
+    """The model card of a model folder: YAML metadata (with a model-index) and a markdown body.
+
+    Args:
+        folder: the model folder.
+        repo_id: "user/name", for the title and the usage snippet; default the folder's name.
+        model: the folder's `recon.Reconstructor`, if already loaded (else it is loaded).
+        license: the card's license id (https://hf.co/docs/hub/repositories-licenses).
+
+    Example:
+        >>> print(build_model_card("runs/block3", "me/vgg16-block3-inversion").data.to_yaml())
+    """
+    folder = Path(folder)
+    if model is None:
+        from recon import Reconstructor
+        model = Reconstructor.from_pretrained(folder)
+    cfg = model.config
+    repo_id = repo_id or folder.resolve().name
+    scores = _scores(folder)
+    data = ModelCardData(
+        library_name="keras", pipeline_tag="image-to-image", license=license,
+        tags=["keras", "feature-inversion", "image-reconstruction", cfg.backbone, cfg.layer],
+        model_name=repo_id.split("/")[-1],
+        eval_results=[EvalResult(task_type="image-to-image", task_name="Image reconstruction from features",
+                                 dataset_type="imagefolder", dataset_name=scores["data"],
+                                 dataset_split=scores["split"], metric_type=name, metric_name=label,
+                                 metric_value=round(scores[name][0], 4))
+                      for name, label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM")) if name in scores] or None,
+    )
+    sections = [_summary(repo_id, model), _training(folder), _evaluation(scores),
+                _samples(folder), _usage(repo_id, cfg.layer)]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(s for s in sections if s) + "\n")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _scores(folder: Path) -> dict:
+    """PSNR/SSIM (mean, std) from held-out evaluation if there is one, else from the best validation epoch."""
+    summary = _read_json(folder / "metrics_summary.json")
+    if isinstance(summary, dict) and "psnr" in summary:
+        per_image = summary.get("per_image") or []
+        name = Path(str(summary.get("data") or "held-out photos")).name
+        scores = {"split": "held-out", "source": f"{len(per_image) or 'the'} held-out images, with `training.evaluate`",
+                  "data": name}
+        for key in ("psnr", "ssim", "mse"):
+            if isinstance(summary.get(key), dict):
+                scores[key] = (float(summary[key]["mean"]), summary[key].get("std"))
+        return scores
+    history = _read_json(folder / "history.json") or []
+    epochs = [h for h in history if isinstance(h, dict) and "val_psnr" in h]
+    if not epochs:
+        return {}
+    best = max(epochs, key=lambda h: h["val_psnr"])
+    return {"split": "validation", "data": "validation images",
+            "source": f"validation images at the best epoch ({best['epoch']}), which also chose the checkpoint",
+            "psnr": (float(best["val_psnr"]), None), "ssim": (float(best["val_ssim"]), None)}
+
+
+def _summary(repo_id: str, model) -> str:
+    cfg = model.config
+    encoder = ENCODER_LABELS.get(cfg.encoder_weights, f"VGG16, weights from `{Path(cfg.encoder_weights).name}`")
+    stages = f"{len(cfg.upsample_widths)} x2 {cfg.upsample} stages {cfg.upsample_widths}" if cfg.upsample_widths \
+        else "no upsampling"
+    return f"""# {repo_id.split("/")[-1]}
+
+Reconstructs an image from the feature map of a frozen VGG16 layer (feature inversion): the
+encoder turns a photo into `{cfg.layer}` features, and this small Keras decoder turns them back
+into pixels.
+
+| | |
+|---|---|
+| Encoder (frozen) | {encoder} |
+| Feature layer | `{cfg.layer}`: stride {cfg.stride}, {cfg.channels} channels |
+| Decoder | {model.decoder.count_params():,} parameters: 1x1 reduction to {cfg.decoder_width} channels, \
+{cfg.num_res_blocks} residual blocks, {stages} |
+| Training size | {cfg.image_size} px; inference at any multiple of {cfg.stride} px |"""
+
+
+def _training(folder: Path) -> str | None:
+    run = _read_json(folder / "run_config.json")
+    split = _read_json(folder / "split.json")
+    history = _read_json(folder / "history.json") or []
+    if not isinstance(run, dict):
+        return None
+    lines = ["## Training", ""]
+    if isinstance(split, dict):
+        lines.append(f"- Data: {len(split.get('train', []))} training photos (`{Path(str(split.get('data'))).name}`), "
+                     f"{len(split.get('val', []))} validation photos ({split.get('val_source', 'split')})")
+    crops = (f"random {run['crop_size']} px crops, {run.get('crops_per_image')} per image per epoch"
+             if run.get("crop_size") else "whole images")
+    seconds = sum(h.get("seconds", 0) for h in history if isinstance(h, dict))
+    steps = max((h.get("step", 0) for h in history if isinstance(h, dict)), default=0)
+    lines.append(f"- Budget: {len(history) or run.get('epochs')} epochs of {crops}, batch {run.get('batch_size')}"
+                 + (f", {steps * run['batch_size']:,} crops seen" if steps and run.get("batch_size") else "")
+                 + (f", {seconds / 60:.0f} min" if seconds else ""))
+    decay = f"cosine decay over {run['minutes']:g} min" if run.get("minutes") else "cosine decay"
+    lines.append(f"- Optimizer: Adam, peak learning rate {run.get('lr')} with {decay}; loss "
+                 f"{run.get('alpha')} x L1 + {1 - run.get('alpha', 0.8):.2g} x (1 - SSIM)"
+                 + (f" + {run['perceptual_weight']} x feature matching" if run.get("perceptual_weight") else ""))
+    return "\n".join(lines)
+
+
+def _evaluation(scores: dict) -> str | None:
+    if not scores:
+        return None
+    rows = [f"| {label} | {scores[key][0]:.4f} | {'' if scores[key][1] is None else f'{scores[key][1]:.4f}'} |"
+            for key, label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("mse", "MSE")) if key in scores]
+    return "\n".join(["## Evaluation", "", f"On {scores['source']}:", "", "| metric | mean | std |",
+                      "|---|---|---|", *rows])
+
+
+def _samples(folder: Path) -> str | None:
+    if not (folder / SAMPLES_FILE).is_file():
+        return None
+    return f"## Samples\n\nOriginals and their reconstructions:\n\n![samples]({SAMPLES_FILE})"
+
+
+def _usage(repo_id: str, layer: str) -> str:
+    return f"""## How to use
+
+With this model's project (`recon` and `hub` packages):
+
+```python
+from hub import from_pretrained
+from recon import load_image
+
+model = from_pretrained("{repo_id}")  # a recon.Reconstructor, cached after the first download
+rec = model.reconstruct(load_image("photo.jpg"), size="native")
+rec.output  # (H, W, 3) floats in [0, 1]; rec.features: the {layer} feature map
+```
+
+Offline, from a local copy: `python -m hub pull {repo_id} --to my-model`, then
+`recon.Reconstructor.from_pretrained("my-model")`. In the demo app: `python app.py --model {repo_id}`.
+
+Loading reads only `config.json` (validated) and the `.weights.h5` arrays: no code or pickles."""

@@ -1,0 +1,223 @@
+"""The Gradio demo (app.py): its handlers directly, then the served app through gradio_client."""
+
+import json
+import socket
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from recon import ReconConfig, Reconstructor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(layer="block2_conv2", channels=128) -> ReconConfig:
+    return ReconConfig(layer=layer, image_size=32, encoder_weights="random", decoder_width=8,
+                       num_res_blocks=1, feature_scale=[1.0] * channels)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """Two tiny random models, as models/ would hold per-layer folders."""
+    root = tmp_path_factory.mktemp("models")
+    Reconstructor(tiny_config()).save_pretrained(root / "tiny-block2_conv2")
+    Reconstructor(tiny_config("block1_conv2", 64)).save_pretrained(root / "tiny-block1_conv2")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(models_dir):
+    return Reconstructor.from_pretrained(models_dir / "tiny-block2_conv2")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A good photo, and files the safe loader must turn into readable messages or handle."""
+    d = tmp_path_factory.mktemp("uploads")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(d / "good.png")
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (d / "text.jpg").write_text("not an image at all")
+    Image.new("1", (8000, 6000)).save(d / "huge.png")  # 48 megapixels in a few kB
+    Image.fromarray(rng.integers(0, 65535, (40, 30), dtype=np.uint16)).save(d / "gray16.png")
+    Image.new("CMYK", (30, 20), (10, 200, 30, 0)).save(d / "cmyk.jpg")
+    Image.new("RGBA", (30, 20), (255, 0, 0, 100)).save(d / "alpha.png")
+    Image.new("P", (30, 20)).save(d / "palette.gif")
+    return d
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+def test_import_loads_no_model_and_uses_no_network():
+    code = ("import socket\n"
+            "def refuse(*a, **k): raise AssertionError('network used at import time')\n"
+            "socket.socket.connect = refuse\n"
+            "import recon.pipeline as p\n"
+            "def no_load(*a, **k): raise AssertionError('model loaded at import time')\n"
+            "p.Reconstructor.from_pretrained = no_load\n"
+            "p.Reconstructor.__init__ = no_load\n"
+            "import app\n"
+            "assert 'hub' not in __import__('sys').modules\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("resolution, shape", [("trained", (32, 32, 3)), ("native", (50, 70, 3))])
+def test_reconstruct_upload_sizes_and_metrics(model, images, resolution, shape):
+    (x, y), heat, metrics, download, status = app.reconstruct_upload(model, str(images / "good.png"), resolution)
+    assert x.shape == y.shape == heat.shape == shape and y.dtype == np.uint8
+    assert set(metrics) == {"mse", "psnr", "ssim"} and all(np.isfinite(v) for v in metrics.values())
+    assert np.asarray(Image.open(download)).shape == shape and download.endswith("good_reconstruction.png")
+    assert f"{shape[1]}×{shape[0]}" in status
+
+
+def test_native_size_is_capped(model, monkeypatch, images):
+    monkeypatch.setattr(app, "MAX_NATIVE_SIDE", 36)
+    (_, y), *_ = app.reconstruct_upload(model, str(images / "good.png"), "native")
+    assert y.shape[:2] == (26, 36)
+
+
+@pytest.mark.parametrize("name, message", [("corrupt.png", "corrupt"), ("text.jpg", "not a readable image"),
+                                           ("huge.png", "pixels"), (None, "Upload an image first")])
+def test_bad_uploads_raise_readable_errors(model, images, name, message):
+    with pytest.raises(gr.Error, match=message) as info:
+        app.reconstruct_upload(model, str(images / name) if name else None)
+    assert str(images) not in str(info.value)  # the user's file name, not the server's path
+
+
+@pytest.mark.parametrize("name", ["gray16.png", "cmyk.jpg", "alpha.png", "palette.gif"])
+def test_odd_modes_are_reconstructed(model, images, name):
+    (_, y), _, metrics, _, _ = app.reconstruct_upload(model, str(images / name), "native")
+    assert y.shape[-1] == 3 and np.isfinite(metrics["psnr"])
+
+
+def test_reconstruct_frame_reports_fps(model):
+    frame = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    out, line, stats = app.reconstruct_frame(model, None, {})
+    assert out is None and "Waiting" in line
+    for _ in range(3):
+        out, line, stats = app.reconstruct_frame(model, frame, stats)
+    assert out.shape == (32, 32, 3) and stats["frames"] == 3 and stats["fps"] > 0
+    assert "PSNR" in line and "SSIM" in line and "fps" in line
+    gray, _, _ = app.reconstruct_frame(model, frame[..., 0], {})
+    rgba, _, _ = app.reconstruct_frame(model, np.dstack([frame, frame[..., :1]]), {})
+    assert gray.shape == rgba.shape == (32, 32, 3)
+
+
+def test_feature_view(model, images):
+    tiles, large, summary = app.feature_view(model, str(images / "good.png"), "trained", 5, 7)
+    assert len(tiles) == 5 and all(t.dtype == np.uint8 for t, _ in tiles)
+    assert all(caption.startswith("ch ") and "mean" in caption for _, caption in tiles)
+    assert large.ndim == 3 and "16 × 16 × 128" in summary and "sparsity" in summary and "Channel 7" in summary
+    with pytest.raises(gr.Error, match="0 to 127"):
+        app.feature_view(model, str(images / "good.png"), "trained", 5, 128)
+
+
+@pytest.mark.parametrize("mode, expect", [("top_k", "kept the 4 strongest of 128"), ("zero_channel", "zeroed channel 3"),
+                                          ("quantize", "quantized to 2 bits")])
+def test_ablate(model, images, mode, expect):
+    plain, altered, diff, metrics = app.ablate(model, str(images / "good.png"), "trained", mode, 4, 3, 2)
+    assert plain.shape == altered.shape == diff.shape == (32, 32, 3)
+    assert metrics["ablation"].startswith(expect)
+    assert all(np.isfinite(metrics[k]["psnr"]) for k in ("unaltered", "altered"))
+    assert 0 < metrics["features_changed"] <= 1
+
+
+def test_model_info_reads_card_and_metrics(model, tmp_path):
+    (tmp_path / "README.md").write_text("---\nlicense: mit\ndatasets: [photos-a, photos-b]\n---\n# Card\n\n"
+                                        "## Training data\n\n3,000 CC0 photos.\n\n## Limits\n\nnone\n")
+    (tmp_path / "metrics_summary.json").write_text(json.dumps(
+        {"psnr": {"mean": 21.5, "std": 2.0}, "ssim": {"mean": 0.61, "std": 0.1}, "count": 40, "data": "holdout"}))
+    info = app.model_info(model, "tiny", tmp_path)
+    for text in ("vgg16", "block2_conv2", "random", f"{model.decoder.count_params():,}", "license | mit",
+                 "photos-a, photos-b", "3,000 CC0 photos", "21.5", "0.61", "40 images"):
+        assert text in info, text
+    assert "Limits" not in info
+    bare = app.model_info(model, "tiny", None)
+    assert "No held-out metrics" in bare and "Not described" in bare
+    assert "random weights: tests only" in app.random_weights_banner(model)
+
+
+def test_failed_hub_pull_falls_back_with_notice(models_dir, monkeypatch):
+    def offline(repo, revision=None):
+        raise ConnectionError(f"cannot reach the Hub for {repo}")
+    monkeypatch.setitem(sys.modules, "hub", types.SimpleNamespace(from_pretrained=offline))
+    store = app.resolve_models("someone/recon-model", "v1", models_dir)
+    assert store.default in store.names and store.loaded[store.default]
+    assert "Could not pull someone/recon-model@v1: cannot reach the Hub" in store.notice
+    assert f"Using {store.default} instead" in store.notice
+
+
+def test_hub_model_and_local_folders(models_dir, monkeypatch, tmp_path):
+    pulled = Reconstructor(tiny_config())
+    monkeypatch.setitem(sys.modules, "hub", types.SimpleNamespace(from_pretrained=lambda repo, revision=None: pulled))
+    store = app.resolve_models("someone/recon-model", None, models_dir)
+    assert store.default == "someone/recon-model" and store.get(None) is pulled and not store.notice
+    assert set(store.names) == {"someone/recon-model", "tiny-block2_conv2", "tiny-block1_conv2"}
+    local = app.resolve_models(models_dir / "tiny-block1_conv2", None, models_dir)
+    assert local.default == "tiny-block1_conv2" and local.get(None).config.layer == "block1_conv2"
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    broken = app.resolve_models(tmp_path / "broken", None, models_dir)
+    assert "Could not load" in broken.notice and broken.default in ("tiny-block2_conv2", "tiny-block1_conv2")
+    empty = app.resolve_models(None, None, tmp_path / "nothing")
+    assert empty.default is None and "No model" in empty.notice
+    with pytest.raises(gr.Error, match="No model"):
+        empty.get(None)
+
+
+# -- the served app, through gradio_client (acceptance 1) --------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(models_dir):
+    from gradio_client import Client
+    demo = app.build_demo(models_dir / "tiny-block2_conv2", models_dir=models_dir)
+    demo.queue().launch(prevent_thread_lock=True, quiet=True, server_port=free_port())
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+def test_client_every_event_has_an_api_name(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/reconstruct", "/webcam_frame", "/features", "/pick_channel", "/ablate", "/select_model"} <= set(endpoints)
+
+
+def test_client_reconstruct_then_corrupt_then_good(client, images):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    slider, heat, metrics, download, status = client.predict(handle_file(str(images / "good.png")), "native",
+                                                             "tiny-block2_conv2", api_name="/reconstruct")
+    assert Image.open(slider[1]).size == Image.open(download).size == (70, 50)
+    assert all(np.isfinite(v) for v in metrics.values())
+    with pytest.raises(AppError, match="Cannot use this file: corrupt.png: "):
+        client.predict(handle_file(str(images / "corrupt.png")), "trained", api_name="/reconstruct")
+    slider, _, metrics, download, _ = client.predict(handle_file(str(images / "good.png")), "trained",
+                                                     api_name="/reconstruct")
+    assert Image.open(download).size == (32, 32) and np.isfinite(metrics["psnr"])
+
+
+def test_client_features_ablation_and_model_switch(client, images):
+    from gradio_client import handle_file
+    good = handle_file(str(images / "good.png"))
+    tiles, large, summary = client.predict(good, "trained", 6, 2, api_name="/features")
+    assert len(tiles) == 6 and "sparsity" in summary
+    *_, metrics = client.predict(good, "trained", "quantize", 8, 0, 1, api_name="/ablate")
+    assert metrics["ablation"].startswith("quantized to 1 bit")
+    banner, info, *_ = client.predict("tiny-block1_conv2", api_name="/select_model")
+    assert "block1_conv2" in info and "random weights" in banner
+    *_, metrics = client.predict(good, "trained", "top_k", 4, 0, 2, "tiny-block1_conv2", api_name="/ablate")
+    assert "of 64 channels" in metrics["ablation"]

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from recon import ModelFolderError, ReconConfig, Reconstructor, build_decoder, build_encoder
+from recon.config import VGG16_LAYERS
+
+
+def test_default_decoder_is_small():
+    params = build_decoder(ReconConfig(layer="block3_conv3")).count_params()
+    print(f"block3_conv3 decoder: {params:,} parameters")
+    assert params <= 400_000
+
+
+@pytest.mark.parametrize("layer", list(VGG16_LAYERS))
+def test_every_layer_trains_one_step(layer):
+    import keras
+    cfg = ReconConfig(layer=layer, image_size=32, encoder_weights="random", decoder_width=8, num_res_blocks=1)
+    encoder, decoder = build_encoder(cfg), build_decoder(cfg)
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
+    features = keras.ops.convert_to_numpy(encoder(images))
+    assert features.shape == (2, 32 // cfg.stride, 32 // cfg.stride, cfg.channels)
+    decoder.compile(optimizer="adam", loss="mae")
+    before = [w.copy() for w in decoder.get_weights()]
+    loss = decoder.train_on_batch(features, images)
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, decoder.get_weights()))
+    assert decoder.predict(features, verbose=0).shape == images.shape
+
+
+def test_encoder_is_frozen_and_preprocesses_itself():
+    cfg = ReconConfig(layer="block1_conv1", encoder_weights="random")
+    encoder = build_encoder(cfg)
+    assert not encoder.trainable_weights
+    # a mid-grey image is near the ImageNet mean, so preprocessing centres it near zero
+    grey = np.full((1, 8, 8, 3), [123.68 / 255, 116.779 / 255, 103.939 / 255], "float32")
+    assert np.abs(encoder.get_layer("vgg_preprocess")(grey)).max() < 1e-3
+
+
+def test_native_size_and_several_sizes_in_one_process():
+    model = Reconstructor(ReconConfig(encoder_weights="random", decoder_width=8, num_res_blocks=1))
+    image = np.random.default_rng(1).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    assert model.reconstruct(image, size="native").output.shape == (240, 320, 3)
+    for size in [(64, 96), (100, 60), (224, 224)]:  # predict() retraced and failed here; direct calls must not
+        rec = model.reconstruct(image, size=size)
+        assert rec.output.shape[:2] == (model.round_to_stride(size[0]), model.round_to_stride(size[1]))
+        assert rec.features.shape == (rec.output.shape[0] // 4, rec.output.shape[1] // 4, 256)
+    assert model.reconstruct(image).output.shape == (224, 224, 3)
+
+
+def test_batch_shapes_and_stride_errors():
+    model = Reconstructor(ReconConfig(layer="block2_conv2", encoder_weights="random", decoder_width=8,
+                                      num_res_blocks=1, image_size=32))
+    outputs, features = model.reconstruct_batch(np.zeros((3, 16, 24, 3), "float32"))
+    assert outputs.shape == (3, 16, 24, 3) and features.shape == (3, 8, 12, 128)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        model.encode(np.zeros((15, 16, 3), "float32"))
+
+
+def test_save_load_reproduces_outputs_exactly(tmp_path, tiny_config):
+    model = Reconstructor(tiny_config)
+    model.save_pretrained(tmp_path / "m")
+    loaded = Reconstructor.from_pretrained(tmp_path / "m")
+    image = np.random.default_rng(2).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    assert loaded.config == model.config
+    np.testing.assert_array_equal(model.reconstruct(image, "native").output, loaded.reconstruct(image, "native").output)
+
+
+def test_broken_model_folders_raise_clear_errors(tmp_path, tiny_config):
+    folder = Reconstructor(tiny_config).save_pretrained(tmp_path / "m")
+    (folder / "decoder.weights.h5").unlink()
+    with pytest.raises(ModelFolderError, match="missing decoder.weights.h5"):
+        Reconstructor.from_pretrained(folder)
+    wider = ReconConfig(**(tiny_config.to_dict() | {"decoder_width": 16}))
+    Reconstructor(wider).save_pretrained(tmp_path / "wide")
+    import shutil
+    shutil.copy(tmp_path / "wide" / "decoder.weights.h5", folder / "decoder.weights.h5")
+    with pytest.raises(ModelFolderError, match="does not fit"):
+        Reconstructor.from_pretrained(folder)
+
+
+def test_feature_normalization_prevents_saturation():
+    """Raw VGG features peak near 1000; unnormalized they drive the sigmoid to 0/1."""
+    from training.data import feature_rms
+    cfg = ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random", decoder_width=16,
+                      num_res_blocks=2)
+    rng = np.random.default_rng(3)
+    features = (rng.random((4, 16, 16, 128)) < 0.13) * rng.exponential(20.0, (4, 16, 16, 128)) * 10
+    features = features.astype("float32")
+
+    def saturated_fraction(c):
+        out = np.asarray(build_decoder(c)(features))
+        return float(((out < 0.01) | (out > 0.99)).mean())
+
+    normalized = ReconConfig(**(cfg.to_dict() | {"feature_scale": feature_rms(features)}))
+    assert saturated_fraction(cfg) > 0.3  # what the normalization is there to stop
+    assert saturated_fraction(normalized) < 0.05
