@@ -132,3 +132,18 @@ def test_evaluate_never_scores_training_images(tmp_path, photo_dir, capsys):
     native = evaluate.main(["--model", str(out), "--data", str(photo_dir), "--native",
                             "--save-dir", str(tmp_path / "ev2")])
     assert native["size"] == "native" and np.isfinite(native["psnr"]["mean"])
+
+
+def test_minutes_budget_stops_training_and_decays_the_learning_rate(tmp_path, photo_dir, capsys):
+    """--minutes: cosine over wall-clock time, stop before an epoch would overrun the budget."""
+    out = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "50", "--minutes", "0.05",
+                  "--lr", "0.002")
+    history = json.loads((out / "history.json").read_text())
+    assert 1 <= len(history) < 50  # stopped by the budget, not by --epochs
+    spent = sum(h["seconds"] for h in history)
+    assert spent <= 3.0 + history[-1]["seconds"]
+    assert history[0]["learning_rate"] == pytest.approx(0.002)
+    rates = [h["learning_rate"] for h in history]
+    assert rates == sorted(rates, reverse=True)
+    if len(history) > 1:
+        assert rates[-1] < 0.002
