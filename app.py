@@ -138,11 +138,15 @@ def clamp_channel(model: Reconstructor, channel) -> int:
     return channel
 
 
-def feature_view(model: Reconstructor, path, resolution: str = "trained", top_n: int = 16, channel: int = 0):
-    """Features tab: the top-N channels as captioned tiles, one channel large, a summary line."""
-    channel = clamp_channel(model, channel)
+def feature_view(model: Reconstructor, path, resolution: str = "trained", top_n: int = 16, channel: int | None = None):
+    """Features tab: the top-N channels as captioned tiles, one channel large (default: the strongest),
+    a summary line, and the channel shown."""
+    if channel is not None:
+        channel = clamp_channel(model, channel)
     _, feats = encode_upload(model, path, resolution)
     means = F.channel_means(feats)
+    if channel is None:
+        channel = int(F.top_channels(feats, 1)[0])
     tiles = [(tile, f"ch {c} · mean {mean:.3g}") for tile, c, mean in F.channel_tiles(feats, int(top_n))]
     one = feats[..., channel]
     rank = int(np.sum(means > means[channel])) + 1
@@ -151,7 +155,7 @@ def feature_view(model: Reconstructor, path, resolution: str = "trained", top_n:
                f"sparsity **{F.sparsity(feats):.1%}** zeros after ReLU  \n"
                f"Channel {channel}: mean {means[channel]:.3g} (rank {rank} of {c}), max {one.max():.3g}, "
                f"{np.mean(one == 0):.0%} zeros")
-    return tiles, F.channel_image(feats, channel, size=384), summary
+    return tiles, F.channel_image(feats, channel, size=384), summary, channel
 
 
 def ablate(model: Reconstructor, path, resolution: str = "trained", mode: str = "top_k", k: int = 8,
@@ -412,7 +416,7 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
                             "activation, each on its own colour range (black = 0). Click a tile to see it large.")
                 with gr.Row():
                     top_n = gr.Slider(1, 64, value=16, step=1, label="Strongest N channels")
-                    channel = gr.Slider(0, channels - 1, value=0, step=1, label="Channel to see large",
+                    channel = gr.Slider(0, channels - 1, value=0, step=1, label="Channel to see large (starts at the strongest)",
                                         elem_id="channel")
                     features_button = gr.Button("Show features", variant="primary", elem_id="features-button")
                 feature_summary = gr.Markdown(elem_id="feature-summary")
@@ -451,16 +455,21 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
         def on_frame(frame, stats, name):
             return reconstruct_frame(store.get(name), frame, stats)
 
-        def on_features(path, res, n, ch, name):
+        def on_features(path, res, n, name):  # the strongest channel large, and the picker set to it
             if not path:
-                return [], None, "Upload an image in the Upload tab first."
-            return feature_view(store.get(name), path, res, n, ch)
+                return [], None, "Upload an image in the Upload tab first.", 0
+            return feature_view(store.get(name), path, res, n)
+
+        def on_channel(path, res, n, ch, name):
+            if not path:
+                return None, "Upload an image in the Upload tab first."
+            return feature_view(store.get(name), path, res, n, ch)[1:3]
 
         def on_pick_tile(path, res, n, name, evt: gr.SelectData):
             caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
             match = re.match(r"ch (\d+)", caption or "")
             ch = int(match.group(1)) if match else 0
-            tiles, large, summary = feature_view(store.get(name), path, res, n, ch)
+            _, large, summary, _ = feature_view(store.get(name), path, res, n, ch)
             return ch, large, summary
 
         def on_ablate(path, res, m, k_, ch, b, name):
@@ -480,9 +489,11 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
         camera.stream(on_frame, [camera, fps_state, picker], [live, live_stats, fps_state],
                       api_name="webcam_frame", stream_every=stream_every, time_limit=time_limit,
                       concurrency_limit=2, show_progress="hidden")
-        gr.on([features_button.click, features_tab.select, top_n.release, channel.release], on_features,
-              [upload, resolution, top_n, channel, picker], [gallery, channel_large, feature_summary],
+        gr.on([features_button.click, features_tab.select, top_n.release], on_features,
+              [upload, resolution, top_n, picker], [gallery, channel_large, feature_summary, channel],
               api_name="features")
+        channel.release(on_channel, [upload, resolution, top_n, channel, picker], [channel_large, feature_summary],
+                        api_name="show_channel")
         gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, channel_large, feature_summary],
                        api_name="pick_channel")
         ablate_button.click(on_ablate, [upload, resolution, mode, k, zero_ch, bits, picker],

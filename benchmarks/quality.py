@@ -62,8 +62,11 @@ def train_and_score(decoder, loss, lr, data, epochs, holdout_features, holdout_i
     outputs = np.concatenate([keras.ops.convert_to_numpy(decoder(holdout_features[i:i + 4], training=False))
                               for i in range(0, len(holdout_features), 4)])
     scores = [image_metrics(x, y) for x, y in zip(holdout_images, outputs)]
-    return outputs, {k: (float(np.mean([s[k] for s in scores])), float(np.std([s[k] for s in scores])))
-                     for k in ("psnr", "ssim")} | {"train_seconds": round(seconds, 1)}
+    result = {k: (float(np.mean([s[k] for s in scores])), float(np.std([s[k] for s in scores])))
+              for k in ("psnr", "ssim")} | {"train_seconds": round(seconds, 1)}
+    print(f"  {decoder.name} at lr {lr:g}, {epochs} epoch(s): {result['psnr'][0]:.2f} dB, SSIM {result['ssim'][0]:.4f} "
+          f"({seconds:.0f} s)", flush=True)
+    return outputs, result
 
 
 def main(argv=None) -> dict:

@@ -112,12 +112,14 @@ def test_reconstruct_frame_reports_fps(model):
 
 
 def test_feature_view(model, images):
-    tiles, large, summary = app.feature_view(model, str(images / "good.png"), "trained", 5, 7)
-    assert len(tiles) == 5 and all(t.dtype == np.uint8 for t, _ in tiles)
+    tiles, large, summary, shown = app.feature_view(model, str(images / "good.png"), "trained", 5, 7)
+    assert shown == 7 and len(tiles) == 5 and all(t.dtype == np.uint8 for t, _ in tiles)
     assert all(caption.startswith("ch ") and "mean" in caption for _, caption in tiles)
     assert large.ndim == 3 and "16 × 16 × 128" in summary and "sparsity" in summary and "Channel 7" in summary
     with pytest.raises(gr.Error, match="0 to 127"):
         app.feature_view(model, str(images / "good.png"), "trained", 5, 128)
+    *_, strongest = app.feature_view(model, str(images / "good.png"), "trained", 5)
+    assert tiles[0][1].startswith(f"ch {strongest} ")  # by default the strongest channel is shown large
 
 
 @pytest.mark.parametrize("mode, expect", [("top_k", "kept the 4 strongest of 128"), ("zero_channel", "zeroed channel 3"),
@@ -193,7 +195,8 @@ def client(models_dir):
 
 def test_client_every_event_has_an_api_name(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/reconstruct", "/webcam_frame", "/features", "/pick_channel", "/ablate", "/select_model"} <= set(endpoints)
+    assert {"/reconstruct", "/webcam_frame", "/features", "/show_channel", "/pick_channel", "/ablate",
+            "/select_model"} <= set(endpoints)
 
 
 def test_client_reconstruct_then_corrupt_then_good(client, images):
@@ -213,8 +216,10 @@ def test_client_reconstruct_then_corrupt_then_good(client, images):
 def test_client_features_ablation_and_model_switch(client, images):
     from gradio_client import handle_file
     good = handle_file(str(images / "good.png"))
-    tiles, large, summary = client.predict(good, "trained", 6, 2, api_name="/features")
-    assert len(tiles) == 6 and "sparsity" in summary
+    tiles, large, summary, strongest = client.predict(good, "trained", 6, api_name="/features")
+    assert len(tiles) == 6 and "sparsity" in summary and f"Channel {strongest}:" in summary
+    large, summary = client.predict(good, "trained", 6, 2, api_name="/show_channel")
+    assert "Channel 2:" in summary
     *_, metrics = client.predict(good, "trained", "quantize", 8, 0, 1, api_name="/ablate")
     assert metrics["ablation"].startswith("quantized to 1 bit")
     banner, info, *_ = client.predict("tiny-block1_conv2", api_name="/select_model")

@@ -80,6 +80,14 @@ def wait_for_text(page, selector: str, pattern: str, timeout: float = 60.0) -> s
     raise AssertionError(f"{selector} never showed {pattern!r}; last text: {text!r}")
 
 
+def wait_for_images(page, selector: str, count: int) -> None:
+    """Until the first `count` images under `selector` have loaded (Gradio galleries load lazily)."""
+    page.wait_for_function(
+        "([sel, n]) => { const imgs = [...document.querySelectorAll(sel)].slice(0, n);"
+        " return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=[selector, count], timeout=60_000)
+
+
 def test_upload_shows_reconstruction_and_metrics(page, shots):
     page.set_input_files("#upload-image input[type=file]", str(ROOT / "examples" / "grace_hopper.jpg"))
     status = wait_for_text(page, "#upload-status", r"Reconstructed at 224×224")
@@ -87,21 +95,24 @@ def test_upload_shows_reconstruction_and_metrics(page, shots):
     metrics = wait_for_text(page, "#metrics", r"psnr")
     psnr = float(re.search(r"psnr\W+([\d.]+)", metrics).group(1))
     assert 12 < psnr < 40
-    assert page.locator("#slider img").count() >= 1 and page.locator("#error-map img").count() == 1
+    wait_for_images(page, "#slider img", 1)
+    wait_for_images(page, "#error-map img", 1)
     page.screenshot(path=shots / "upload.png")
 
 
 def test_feature_viewer_and_ablation(page, shots):
     page.get_by_role("tab", name="Features").click()
     summary = wait_for_text(page, "#feature-summary", r"sparsity")
-    assert "56 × 56 × 256" in summary
-    assert page.locator("#feature-grid img").count() >= 8
+    assert "56 × 56 × 256" in summary and "(rank 1 of 256)" in summary  # the strongest channel is shown large
+    wait_for_images(page, "#feature-grid img", 8)
+    wait_for_images(page, "#channel-large img", 1)
     page.screenshot(path=shots / "features.png")
 
     page.get_by_role("tab", name="Ablation").click()
     page.click("#ablate-button")
     metrics = wait_for_text(page, "#ablation-metrics", r"kept the 8 strongest")
-    assert "altered" in metrics and page.locator("#ablation-altered img").count() == 1
+    assert "altered" in metrics
+    wait_for_images(page, "#ablation-altered img", 1)
     page.screenshot(path=shots / "ablation.png")
 
 

@@ -147,3 +147,16 @@ def test_minutes_budget_stops_training_and_decays_the_learning_rate(tmp_path, ph
     assert rates == sorted(rates, reverse=True)
     if len(history) > 1:
         assert rates[-1] < 0.002
+
+
+def test_export_makes_a_lean_loadable_folder(tmp_path, photo_dir):
+    from training import export
+    run = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
+    export.main([str(run), str(tmp_path / "lean"), "--float16"])
+    lean = tmp_path / "lean"
+    assert not (lean / "backup").exists() and not (lean / "samples").exists()
+    assert (lean / "training_samples.png").is_file() and (lean / "split.json").is_file()
+    assert (lean / "encoder.weights.h5").stat().st_size < 0.6 * (run / "encoder.weights.h5").stat().st_size
+    image = smooth_image(40, 48, 3)
+    full, half = Reconstructor.from_pretrained(run), Reconstructor.from_pretrained(lean)
+    np.testing.assert_allclose(half.reconstruct(image).output, full.reconstruct(image).output, atol=0.02)

@@ -1,0 +1,96 @@
+"""Speed on this machine: training with and without the feature cache, and inference at 224.
+
+    python benchmarks/speed.py --data ../shared/photos/train [--model models/vgg16-block3_conv3]
+
+Training rows time one epoch of `training.fit`'s two paths after a warm-up epoch: the cache path
+(decoder only, on float16 features read from the memory-mapped cache) and the no-cache path (fresh
+crops encoded inside the training step). Inference rows time `Reconstructor.reconstruct_batch`
+against the encoder alone, batch 1 and batch 8, at 224x224.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from recon import Reconstructor  # noqa: E402
+from training.data import CachedCrops, FeatureCache, OnTheFlyCrops, find_images, load_image_set  # noqa: E402
+from training.losses import make_loss  # noqa: E402
+
+
+def images_per_second(run, count: int, repeats: int = 3) -> float:
+    run()  # warm-up: graph tracing, memory allocation
+    best = min(timed(run) for _ in range(repeats))
+    return count / best
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def training_speeds(model: Reconstructor, images, crop_size: int, crops: int, batch_size: int) -> dict:
+    cfg, encoder = model.config, model.encoder
+    per_image = max(1, crops // len(images))
+    count = per_image * len(images)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        features, targets = FeatureCache(Path(cache_dir), "speed").build(
+            encoder, images, crop_size, cfg.image_size, per_image, seed=0)
+        cached = CachedCrops(features, targets, batch_size, seed=0)
+        decoder = keras.models.clone_model(model.decoder)
+        decoder.compile(optimizer="adam", loss=make_loss())
+        with_cache = images_per_second(lambda: decoder.fit(cached, epochs=1, verbose=0), count, repeats=2)
+    live = OnTheFlyCrops(images, crop_size, cfg.image_size, per_image, batch_size, seed=0)
+    decoder = keras.models.clone_model(model.decoder)
+    both = keras.Model(encoder.input, decoder(encoder.output))
+    both.compile(optimizer="adam", loss=make_loss())
+    without = images_per_second(lambda: both.fit(live, epochs=1, verbose=0), count, repeats=2)
+    return {"with feature cache": with_cache, "without cache (encoder in the step)": without}
+
+
+def inference_speeds(model: Reconstructor, size: int) -> dict:
+    rows = {}
+    for batch in (1, 8):
+        x = np.random.default_rng(0).random((batch, size, size, 3)).astype("float32")
+        rows[f"reconstruct(), batch {batch}"] = images_per_second(lambda: model.reconstruct_batch(x), batch, 5)
+        rows[f"encoder only, batch {batch}"] = images_per_second(lambda: model.encode(x), batch, 5)
+    return rows
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="folder of training photos")
+    p.add_argument("--model", default="models/vgg16-block3_conv3")
+    p.add_argument("--limit", type=int, default=32, help="photos to crop from")
+    p.add_argument("--crops", type=int, default=128, help="crops per timed epoch")
+    p.add_argument("--crop-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--size", type=int, default=224, help="inference image size")
+    args = p.parse_args(argv)
+
+    model = Reconstructor.from_pretrained(args.model)
+    images = load_image_set(find_images(args.data, args.limit)).images
+    print(f"model: {model.describe()}")
+    train = training_speeds(model, images, args.crop_size, args.crops, args.batch_size)
+    infer = inference_speeds(model, args.size)
+    print(f"\ntraining, {args.crop_size} px crops, batch {args.batch_size}:")
+    for name, speed in train.items():
+        print(f"  {name:<40}{speed:8.1f} images/s")
+    print(f"  cache speed-up: {train['with feature cache'] / train['without cache (encoder in the step)']:.1f}x")
+    print(f"\ninference at {args.size}x{args.size}:")
+    for name, speed in infer.items():
+        print(f"  {name:<40}{speed:8.1f} images/s")
+    return {"training": train, "inference": infer}
+
+
+if __name__ == "__main__":
+    main()
