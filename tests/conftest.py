@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import socket  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -18,6 +20,13 @@ def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
     im = np.stack([np.sin(f[0] * x + f[1] * y), np.cos(f[1] * x - f[2] * y), np.sin(f[2] * (x + y))], -1)
     im = (im + 1) / 2 * 0.9 + rng.uniform(0, 0.1, (h, w, 3))
     return (im * 255).astype(np.uint8)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The Gradio demo (app.py): its handlers directly, then the served app through gradio_client."""
 
 import json
-import socket
 import subprocess
 import sys
 import types
@@ -14,6 +13,7 @@ from PIL import Image
 
 import app
 from recon import ReconConfig, Reconstructor
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,12 +176,6 @@ def test_hub_model_and_local_folders(models_dir, monkeypatch, tmp_path):
 
 
 # -- the served app, through gradio_client (acceptance 1) --------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def client(models_dir):
     from gradio_client import Client

@@ -67,7 +67,16 @@ def test_resume_continues_from_the_last_finished_epoch(tmp_path, photo_dir, caps
     assert "continue with --resume" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--resume"):
         run_fit(photo_dir, out, cache, "--epochs", "3")
-    fit.main(["--out", str(out), "--data", str(photo_dir), "--resume", "--epochs", "3", "--verbose", "0"])
+    checkpoint = (out / "decoder.weights.h5").read_bytes()
+    at_start = {}
+
+    class SeeCheckpoint(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            at_start["decoder"] = (out / "decoder.weights.h5").read_bytes()
+
+    fit.main(["--out", str(out), "--data", str(photo_dir), "--resume", "--epochs", "3", "--verbose", "0"],
+             callbacks=[SeeCheckpoint()])
+    assert at_start["decoder"] == checkpoint  # resuming keeps the best checkpoint until an epoch beats it
     log = capsys.readouterr().out
     assert "epoch 1/3" not in log and "epoch 2/3" in log and "epoch 3/3" in log
     resumed = json.loads((out / "history.json").read_text())
@@ -80,6 +89,9 @@ def test_resume_continues_from_the_last_finished_epoch(tmp_path, photo_dir, caps
     assert [h["learning_rate"] for h in resumed] == pytest.approx([h["learning_rate"] for h in straight])
     assert [h["val_loss"] for h in resumed] == pytest.approx([h["val_loss"] for h in straight], rel=1e-2)
     assert not (out / "backup").exists()  # BackupAndRestore cleans up after a finished run
+    # the folder holds the best epoch's decoder, not one re-initialized by the resumed run
+    scored = evaluate.main(["--model", str(out), "--data", str(photo_dir), "--save-dir", str(tmp_path / "ev")])
+    assert scored["psnr"]["mean"] == pytest.approx(max(h["val_psnr"] for h in resumed), abs=0.05)
 
 
 def test_cache_is_reused_and_rebuilt_when_stale(tmp_path, photo_dir, capsys):

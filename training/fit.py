@@ -128,16 +128,15 @@ def main(argv=None, callbacks=()) -> Path:
         sample_features = features[:256]
     if cfg.feature_scale is None:
         cfg.feature_scale = feature_rms(sample_features)
-    cfg.save(out / "config.json")
-    Reconstructor(cfg, encoder, decoder=build_decoder(cfg)).save_pretrained(out)  # loadable from the start
+    decoder = build_decoder(cfg)
+    if args.init_from and not args.resume:
+        decoder.load_weights(Path(args.init_from) / "decoder.weights.h5")
+    if not args.resume:  # loadable from the start; a resumed run keeps its best checkpoint
+        Reconstructor(cfg, encoder, decoder).save_pretrained(out)
 
     val_targets = np.stack([square_image(im, cfg.image_size) for im in val.images])
     val_features = encode_batches(encoder, val_targets, args.batch_size)
     val_targets = val_targets.astype(np.float32) / 255.0
-
-    decoder = build_decoder(cfg)
-    if args.init_from and not args.resume:
-        decoder.load_weights(Path(args.init_from) / "decoder.weights.h5")
     print(f"decoder: {decoder.count_params():,} parameters; encoder {cfg.encoder_weights} {cfg.layer} "
           f"{tuple(val_features.shape[1:])}")
     # With the cache the decoder trains on stored features; without it, on images, through the
@@ -164,7 +163,7 @@ def main(argv=None, callbacks=()) -> Path:
     ]
     try:
         model.fit(train_data, epochs=args.epochs, validation_data=(val_inputs, val_targets),
-                    batch_size=args.batch_size, callbacks=fit_callbacks, verbose=args.verbose)
+                  batch_size=args.batch_size, callbacks=fit_callbacks, verbose=args.verbose)
     except KeyboardInterrupt:
         print(f"\ninterrupted after epoch {len(history.records)}; continue with --resume --out {out}")
         raise
