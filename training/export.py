@@ -5,7 +5,6 @@
 Keeps config.json, the decoder, the encoder (re-saved as float16 with --float16, which halves it;
 check the held-out PSNR with `training.evaluate` afterwards), history.json, loss_curve.png,
 run_config.json, split.json and the last sample grid; leaves out backups and per-epoch grids.
-The encoder is taken from the run folder when it has one, else rebuilt from the config's source.
 """
 
 from __future__ import annotations
@@ -14,24 +13,13 @@ import argparse
 import shutil
 from pathlib import Path
 
-from recon.config import ReconConfig
-from recon.decoder import build_decoder
-from recon.encoder import build_encoder, read_vgg_weights, set_vgg_weights
-from recon.pipeline import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, Reconstructor
+from recon.pipeline import Reconstructor
 
 RECORDS = ("history.json", "loss_curve.png", "run_config.json", "split.json")
 
 
 def export(run: Path, out: Path, float16: bool = False) -> Reconstructor:
-    config = ReconConfig.load(run / CONFIG_FILE)
-    if (run / ENCODER_FILE).is_file():
-        encoder = build_encoder(config, weights=None)
-        set_vgg_weights(encoder, read_vgg_weights(run / ENCODER_FILE))
-    else:
-        encoder = build_encoder(config)
-    decoder = build_decoder(config)
-    decoder.load_weights(run / DECODER_FILE)
-    model = Reconstructor(config, encoder, decoder)
+    model = Reconstructor.from_pretrained(run)
     model.save_pretrained(out, encoder_dtype="float16" if float16 else "float32")
     for name in RECORDS:
         if (run / name).is_file():
