@@ -172,3 +172,19 @@ def test_export_makes_a_lean_loadable_folder(tmp_path, photo_dir):
     image = smooth_image(40, 48, 3)
     full, half = Reconstructor.from_pretrained(run), Reconstructor.from_pretrained(lean)
     np.testing.assert_allclose(half.reconstruct(image).output, full.reconstruct(image).output, atol=0.02)
+
+
+def test_init_from_starts_with_the_given_models_decoder_and_normalization(tmp_path, photo_dir):
+    first = run_fit(photo_dir, tmp_path / "first", tmp_path / "cache", "--epochs", "1")
+    seen = {}
+
+    class AtStart(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen["start"] = Reconstructor.from_pretrained(tmp_path / "warm")
+
+    run_fit(photo_dir, tmp_path / "warm", tmp_path / "cache", "--epochs", "1", "--init-from", str(first),
+            "--decoder-width", "16", callbacks=[AtStart()])  # the folder's architecture wins over flags
+    before, start = Reconstructor.from_pretrained(first), seen["start"]
+    assert start.config.feature_scale == before.config.feature_scale and start.config.decoder_width == 8
+    image = smooth_image(40, 48, 5)
+    np.testing.assert_array_equal(start.reconstruct(image).output, before.reconstruct(image).output)

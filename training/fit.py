@@ -97,8 +97,9 @@ def main(argv=None, callbacks=()) -> Path:
     save_split(out / "split.json", args.data, train, val, "val-data" if args.val_data else "hash split")
 
     # models: the frozen encoder, and the config that rebuilds the decoder exactly
-    if args.init_from:
-        cfg = Reconstructor.from_pretrained(args.init_from).config
+    start = Reconstructor.from_pretrained(args.init_from) if args.init_from else None
+    if start is not None:
+        cfg = start.config
     elif args.resume:
         cfg = ReconConfig.load(out / "config.json")
     else:
@@ -128,9 +129,8 @@ def main(argv=None, callbacks=()) -> Path:
         sample_features = features[:256]
     if cfg.feature_scale is None:
         cfg.feature_scale = feature_rms(sample_features)
-    decoder = build_decoder(cfg)
-    if args.init_from and not args.resume:
-        decoder.load_weights(Path(args.init_from) / "decoder.weights.h5")
+    # a warm start trains the loaded decoder on; a resumed run gets its weights from the backup
+    decoder = start.decoder if start is not None and not args.resume else build_decoder(cfg)
     if not args.resume:  # loadable from the start; a resumed run keeps its best checkpoint
         Reconstructor(cfg, encoder, decoder).save_pretrained(out)
 
