@@ -39,7 +39,21 @@ OURS = {
     "ours-pixelshuffle": {"upsample": "pixel_shuffle", "upsample_widths": [16, 16]},
     "ours-wide": {"decoder_width": 86, "num_res_blocks": 2},
     "ours-deep": {"decoder_width": 48, "num_res_blocks": 7, "upsample_widths": [48, 32]},
+    # the same, with residual blocks NOT starting as the identity (the usual Glorot init everywhere)
+    "ours-deep-glorot": {"decoder_width": 48, "num_res_blocks": 7, "upsample_widths": [48, 32],
+                         "residual_init": "glorot_uniform"},
 }
+
+
+def build_ours(cfg: ReconConfig, variant: str, scale: list[float]) -> keras.Model:
+    overrides = dict(OURS[variant])
+    residual_init = overrides.pop("residual_init", None)
+    decoder = build_decoder(ReconConfig(**(cfg.to_dict() | overrides | {"feature_scale": scale})))
+    if residual_init:
+        for layer in decoder.layers:
+            if layer.name.startswith("res") and layer.name.endswith("_conv2"):
+                layer.kernel.assign(keras.initializers.get(residual_init)(layer.kernel.shape))
+    return decoder
 
 
 def build_original_decoder(channels: int) -> keras.Model:
@@ -84,6 +98,7 @@ def main(argv=None) -> dict:
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"))
     p.add_argument("--limit", type=int)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-original", action="store_true", help="train only our variants (ablations)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and budget (for tests)")
     args = p.parse_args(argv)
     if args.quick:
@@ -110,38 +125,36 @@ def main(argv=None) -> dict:
     print(f"budget: {seen} crops of {args.crop_size}px seen by every decoder; "
           f"scored on {len(holdout_images)} held-out images at {args.image_size}")
 
-    mse = keras.losses.MeanSquaredError()
-    results, outputs = {}, {}
-    outputs["original (lr 1e-4)"], results["original (lr 1e-4)"] = train_and_score(
-        build_original_decoder(cfg.channels), mse, 1e-4, data, args.epochs, holdout_features, holdout_images,
-        args.seed)
-    # a short search (a third of the budget) for the original's best learning rate
-    search = {}
-    for lr in [float(v) for v in args.lr_search.split(",")]:
-        short = max(1, args.epochs // 3)
-        search[lr] = train_and_score(build_original_decoder(cfg.channels), mse, lr, data, short,
-                                     holdout_features, holdout_images, args.seed)[1]["psnr"][0]
-        print(f"  lr search: original at lr {lr:g}, {short} epoch(s): {search[lr]:.2f} dB")
-    best_lr = max(search, key=search.get)
-    name = f"original (lr {best_lr:g})"
-    outputs[name], results[name] = train_and_score(build_original_decoder(cfg.channels), mse, best_lr, data,
-                                                   args.epochs, holdout_features, holdout_images, args.seed)
-    for variant in args.variants.split(","):
-        vcfg = ReconConfig(**(cfg.to_dict() | OURS[variant] | {"feature_scale": scale}))
-        outputs[variant], results[variant] = train_and_score(
-            build_decoder(vcfg), make_loss(0.8), 1e-3, data, args.epochs, holdout_features, holdout_images,
+    results, outputs, params, search = {}, {}, {}, {}
+    if not args.no_original:
+        mse = keras.losses.MeanSquaredError()
+        outputs["original (lr 1e-4)"], results["original (lr 1e-4)"] = train_and_score(
+            build_original_decoder(cfg.channels), mse, 1e-4, data, args.epochs, holdout_features, holdout_images,
             args.seed)
-    params = {"original (lr 1e-4)": build_original_decoder(cfg.channels).count_params()}
-    params[name] = params["original (lr 1e-4)"]
-    params |= {v: build_decoder(ReconConfig(**(cfg.to_dict() | OURS[v] | {"feature_scale": scale}))).count_params()
-               for v in args.variants.split(",")}
+        # a short search (a third of the budget) for the original's best learning rate
+        for lr in [float(v) for v in args.lr_search.split(",")]:
+            short = max(1, args.epochs // 3)
+            search[lr] = train_and_score(build_original_decoder(cfg.channels), mse, lr, data, short,
+                                         holdout_features, holdout_images, args.seed)[1]["psnr"][0]
+            print(f"  lr search: original at lr {lr:g}, {short} epoch(s): {search[lr]:.2f} dB")
+        best_lr = max(search, key=search.get)
+        name = f"original (lr {best_lr:g})"
+        outputs[name], results[name] = train_and_score(build_original_decoder(cfg.channels), mse, best_lr, data,
+                                                       args.epochs, holdout_features, holdout_images, args.seed)
+        params = dict.fromkeys(results, build_original_decoder(cfg.channels).count_params())
+    for variant in args.variants.split(","):
+        decoder = build_ours(cfg, variant, scale)
+        params[variant] = decoder.count_params()
+        outputs[variant], results[variant] = train_and_score(
+            decoder, make_loss(0.8), 1e-3, data, args.epochs, holdout_features, holdout_images, args.seed)
 
     print(f"\n{'decoder':<24}{'params':>9}{'PSNR (dB)':>16}{'SSIM':>18}{'train s':>9}")
     for k, r in results.items():
         print(f"{k:<24}{params[k]:>9,}{r['psnr'][0]:>9.2f} ± {r['psnr'][1]:<4.2f}"
               f"{r['ssim'][0]:>10.4f} ± {r['ssim'][1]:<5.3f}{r['train_seconds']:>9.0f}")
-    base = max((k for k in results if k.startswith("original")), key=lambda k: results[k]["psnr"][0])
     ours = max((k for k in results if not k.startswith("original")), key=lambda k: results[k]["psnr"][0])
+    base = max((k for k in results if k.startswith("original")), key=lambda k: results[k]["psnr"][0],
+               default=next(k for k in results if k != ours) if len(results) > 1 else ours)
     gain = {m: results[ours][m][0] - results[base][m][0] for m in ("psnr", "ssim")}
     print(f"\n{ours} vs {base}: {gain['psnr']:+.2f} dB PSNR, {gain['ssim']:+.4f} SSIM")
     record = {"budget_crops_seen": seen, "crop_size": args.crop_size, "lr_search": search,
@@ -152,7 +165,7 @@ def main(argv=None) -> dict:
     for i in range(min(4, len(holdout_images))):
         x = holdout_images[i]
         rows += [(f"{holdout.files[i].name}: {k}", x, outputs[k][i], image_metrics(x, outputs[k][i]))
-                 for k in (base, ours)]
+                 for k in dict.fromkeys((base, ours))]
     plot_reconstructions(rows, out / "quality_comparison.png")
     return record
 

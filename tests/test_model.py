@@ -94,3 +94,16 @@ def test_feature_normalization_prevents_saturation():
     normalized = ReconConfig(**(cfg.to_dict() | {"feature_scale": feature_rms(features)}))
     assert saturated_fraction(cfg) > 0.3  # what the normalization is there to stop
     assert saturated_fraction(normalized) < 0.05
+
+
+def test_residual_blocks_start_as_the_identity(tiny_config):
+    """Zero-initialized second convs: a new deep decoder trains like a shallow one at first."""
+    import keras
+
+    decoder = build_decoder(tiny_config)
+    first, last = decoder.get_layer("reduce").output, decoder.get_layer(f"res{tiny_config.num_res_blocks}_add").output
+    probe = keras.Model(decoder.inputs, [first, last])
+    x = np.random.default_rng(0).random((1, 4, 4, tiny_config.channels)).astype("float32")
+    before, after = (keras.ops.convert_to_numpy(t) for t in probe(x))
+    assert tiny_config.num_res_blocks >= 1 and np.abs(before).max() > 0
+    np.testing.assert_array_equal(before, after)
