@@ -152,9 +152,13 @@ def main(argv=None) -> dict:
     for k, r in results.items():
         print(f"{k:<24}{params[k]:>9,}{r['psnr'][0]:>9.2f} ± {r['psnr'][1]:<4.2f}"
               f"{r['ssim'][0]:>10.4f} ± {r['ssim'][1]:<5.3f}{r['train_seconds']:>9.0f}")
-    ours = max((k for k in results if not k.startswith("original")), key=lambda k: results[k]["psnr"][0])
-    base = max((k for k in results if k.startswith("original")), key=lambda k: results[k]["psnr"][0],
-               default=next(k for k in results if k != ours) if len(results) > 1 else ours)
+    def best(names):
+        return max(names, key=lambda k: results[k]["psnr"][0])
+
+    ours = best(k for k in results if not k.startswith("original"))
+    # against the best original run; with --no-original, against the best other variant
+    rivals = [k for k in results if k.startswith("original")] or [k for k in results if k != ours] or [ours]
+    base = best(rivals)
     gain = {m: results[ours][m][0] - results[base][m][0] for m in ("psnr", "ssim")}
     print(f"\n{ours} vs {base}: {gain['psnr']:+.2f} dB PSNR, {gain['ssim']:+.4f} SSIM")
     record = {"budget_crops_seen": seen, "crop_size": args.crop_size, "lr_search": search,

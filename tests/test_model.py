@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -13,7 +14,6 @@ def test_default_decoder_is_small():
 
 @pytest.mark.parametrize("layer", list(VGG16_LAYERS))
 def test_every_layer_trains_one_step(layer):
-    import keras
     cfg = ReconConfig(layer=layer, image_size=32, encoder_weights="random", decoder_width=8, num_res_blocks=1)
     encoder, decoder = build_encoder(cfg), build_decoder(cfg)
     images = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
@@ -98,8 +98,6 @@ def test_feature_normalization_prevents_saturation():
 
 def test_residual_blocks_start_as_the_identity(tiny_config):
     """Zero-initialized second convs: a new deep decoder trains like a shallow one at first."""
-    import keras
-
     decoder = build_decoder(tiny_config)
     first, last = decoder.get_layer("reduce").output, decoder.get_layer(f"res{tiny_config.num_res_blocks}_add").output
     probe = keras.Model(decoder.inputs, [first, last])
