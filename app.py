@@ -4,8 +4,8 @@
 
 Tabs: Upload (input vs reconstruction, error map, metrics, download), Webcam (live
 reconstruction with PSNR/SSIM and fps), Features (strongest channels of the layer), Ablation
-(reconstruct from altered features) and Model (what is loaded, and how well it does on held-out
-photos). The handlers at the top are plain functions over `recon.Reconstructor`, so they can be
+(reconstruct from altered features), Refine (feature matching from the decoder's guess, streamed
+step by step) and Model (what is loaded, and how well it does on held-out photos). The handlers at the top are plain functions over `recon.Reconstructor`, so they can be
 tested and benchmarked without a browser; `build_demo` wires them into a `gr.Blocks`. Importing
 this module loads no model and touches no network.
 """
@@ -31,6 +31,7 @@ from recon import ImageLoadError, ModelFolderError, Reconstructor, load_image
 from recon import features as F
 from recon.imageio import MAX_FILE_BYTES, to_uint8
 from recon.metrics import error_map, image_metrics
+from recon.refine import feature_matching
 
 ROOT = Path(__file__).resolve().parent
 MODELS_DIR = ROOT / "models"
@@ -40,6 +41,8 @@ MAX_NATIVE_SIDE = 1024  # "own size" above this is scaled down: a 20-megapixel p
 ERROR_MAP_MAX = 0.25  # fixed colour range of the error map, so maps of different images compare
 FPS_WINDOW_S = 3.0  # the webcam fps is measured over the frames of the last few seconds
 RESOLUTIONS = [("trained size (square crop)", "trained"), ("the image's own size", "native")]
+MAX_REFINE_STEPS = 300  # about 2.5 minutes at block3_conv3 on 2 CPU cores
+REFINE_STREAM_EVERY = 2  # steps between streamed frames; Stop takes effect at the next frame, so keep it short
 ABLATIONS = [("keep only the K strongest channels", "top_k"), ("zero one channel", "zero_channel"),
              ("quantize to n bits", "quantize")]
 
@@ -178,6 +181,32 @@ def ablate(model: Reconstructor, path, resolution: str = "trained", mode: str = 
                "unaltered": rounded(image_metrics(x, plain)), "altered": rounded(image_metrics(x, changed)),
                "features_changed": round(float(np.mean(altered != feats)), 4)}
     return to_uint8(plain), to_uint8(changed), error_heatmap(plain, changed), metrics
+
+
+def refine_upload(model: Reconstructor, path, steps: int = 100, every: int = REFINE_STREAM_EVERY,
+                  learning_rate: float = 2e-3):
+    """Refine tab, streamed: (decoder's guess, refined image, change map, status, metrics) every `every` steps.
+
+    Runs at the trained size whatever the Upload tab's resolution: each step is a forward and a
+    backward pass through the encoder, so large images would take minutes.
+    """
+    image = read_upload(path)
+    steps = int(np.clip(int(steps), 1, MAX_REFINE_STEPS))
+    rec = model.reconstruct(image)
+    guess = to_uint8(rec.output)
+    first = rounded(rec.metrics())
+    start = time.perf_counter()
+    try:
+        for step, refined, error in feature_matching(model, rec.features, rec.output, steps, learning_rate, every):
+            now = rounded(image_metrics(rec.input, refined))
+            status = (f"Step **{step} / {steps}** ({time.perf_counter() - start:.0f} s): feature error "
+                      f"{error:.3g} of the features' energy, PSNR {first['psnr']:.2f} → **{now['psnr']:.2f} dB**, "
+                      f"SSIM {first['ssim']:.3f} → **{now['ssim']:.3f}**")
+            metrics = {"step": step, "relative_feature_error": round(error, 6),
+                       "decoder": first, "refined": now}
+            yield guess, to_uint8(refined), error_heatmap(rec.output, refined), status, metrics
+    except NotImplementedError as e:
+        raise gr.Error(f"Cannot refine: {e}") from None
 
 
 # -- model panel ----------------------------------------------------------------------------------
@@ -442,6 +471,25 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
                                         elem_id="ablation-diff")
                 ablation_metrics = gr.JSON(label="Metrics against the input", elem_id="ablation-metrics")
 
+            with gr.Tab("Refine", id="refine"):
+                gr.Markdown("Someone who holds the encoder as well as the features can do better than the "
+                            "decoder's one guess: change the pixels until encoding them gives back the same "
+                            "features. Watch whether the image gets closer to the original (PSNR up) or the "
+                            "features match ever closer while the image does not (the layer has let go of "
+                            "what is missing). Uses the image in the Upload tab, at the trained size.")
+                with gr.Row():
+                    refine_steps = gr.Slider(10, MAX_REFINE_STEPS, value=100, step=10, label="Steps",
+                                             elem_id="refine-steps")
+                    refine_button = gr.Button("Refine by feature matching", variant="primary", elem_id="refine-button")
+                    refine_stop = gr.Button("Stop", variant="stop", elem_id="refine-stop")
+                refine_status = gr.Markdown(elem_id="refine-status")
+                with gr.Row():
+                    guess_out = gr.Image(label="Decoder's guess", format="png", elem_id="refine-guess")
+                    refined_out = gr.Image(label="Refined", format="png", elem_id="refine-output")
+                    change_out = gr.Image(label=f"What refining changed (black 0, yellow ≥ {ERROR_MAP_MAX})",
+                                          format="png", elem_id="refine-change")
+                refine_metrics = gr.JSON(label="Metrics against the input", elem_id="refine-metrics")
+
             with gr.Tab("Model", id="model"):
                 info = gr.Markdown(model_info(current, store.default, store.folders[store.default])
                                    if current else store.notice, elem_id="model-info")
@@ -475,6 +523,11 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
         def on_ablate(path, res, m, k_, ch, b, name):
             return ablate(store.get(name), path, res, m, k_, ch, b)
 
+        def on_refine(path, n, name):
+            if not path:
+                raise gr.Error("Upload an image in the Upload tab first.")
+            yield from refine_upload(store.get(name), path, n)
+
         def on_select_model(name):
             rec = store.get(name)
             c = rec.config.channels
@@ -498,6 +551,10 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
                        api_name="pick_channel")
         ablate_button.click(on_ablate, [upload, resolution, mode, k, zero_ch, bits, picker],
                             [plain_out, altered_out, diff_out, ablation_metrics], api_name="ablate")
+        refining = refine_button.click(on_refine, [upload, refine_steps, picker],
+                                       [guess_out, refined_out, change_out, refine_status, refine_metrics],
+                                       api_name="refine", concurrency_limit=1)
+        refine_stop.click(None, cancels=[refining])  # fn None: a private endpoint
         picker.change(on_select_model, [picker], [banner, info, channel, k, zero_ch], api_name="select_model")
     return demo
 

@@ -132,6 +132,24 @@ def test_ablate(model, images, mode, expect):
     assert 0 < metrics["features_changed"] <= 1
 
 
+def test_refine_upload_streams_until_the_last_step(model, images):
+    frames = list(app.refine_upload(model, str(images / "good.png"), steps=6, every=2, learning_rate=1e-2))
+    assert [m["step"] for *_, m in frames] == [0, 2, 4, 6]
+    errors = [m["relative_feature_error"] for *_, m in frames]
+    assert errors[-1] < errors[0]
+    guess, refined, change, status, metrics = frames[-1]
+    assert guess.shape == refined.shape == change.shape == (32, 32, 3)
+    assert not np.array_equal(guess, refined) and "Step **6 / 6**" in status
+    assert metrics["decoder"]["psnr"] == frames[0][-1]["refined"]["psnr"]  # step 0 is the decoder's guess
+
+
+def test_refine_upload_caps_steps_and_rejects_bad_files(model, images):
+    frames = app.refine_upload(model, str(images / "good.png"), steps=10_000, every=10_000)
+    assert [m["step"] for *_, m in frames] == [0, app.MAX_REFINE_STEPS]
+    with pytest.raises(gr.Error, match="Cannot use this file"):
+        next(app.refine_upload(model, str(images / "corrupt.png")))
+
+
 def test_model_info_reads_card_and_metrics(model, tmp_path):
     (tmp_path / "README.md").write_text("---\nlicense: mit\ndatasets: [photos-a, photos-b]\n---\n# Card\n\n"
                                         "## Training data\n\n3,000 CC0 photos.\n\n## Limits\n\nnone\n")
@@ -190,7 +208,7 @@ def client(models_dir):
 def test_client_every_event_has_an_api_name(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/reconstruct", "/webcam_frame", "/features", "/show_channel", "/pick_channel", "/ablate",
-            "/select_model"} <= set(endpoints)
+            "/select_model", "/refine"} <= set(endpoints)
 
 
 def test_client_reconstruct_then_corrupt_then_good(client, images):
@@ -220,3 +238,5 @@ def test_client_features_ablation_and_model_switch(client, images):
     assert "block1_conv2" in info and "random weights" in banner
     *_, metrics = client.predict(good, "trained", "top_k", 4, 0, 2, "tiny-block1_conv2", api_name="/ablate")
     assert "of 64 channels" in metrics["ablation"]
+    *_, status, metrics = client.predict(good, 10, "tiny-block1_conv2", api_name="/refine")  # the last frame
+    assert metrics["step"] == 10 and "Step **10 / 10**" in status

@@ -1,7 +1,8 @@
 """The demo in a real browser: Debian's chromium driven by Playwright, with Chromium's fake camera.
 
 Starts `python app.py` (the bundled model, no network), uploads a photo, streams the fake webcam,
-uses the feature viewer and an ablation, and screenshots each tab (into $RECON_SCREENSHOTS when set:
+uses the feature viewer, an ablation and feature matching (stopped midway, then run to the end),
+and screenshots each tab (into $RECON_SCREENSHOTS when set:
 that is how the README's screenshots are made).
 """
 
@@ -109,6 +110,29 @@ def test_feature_viewer_and_ablation(page, shots):
     assert "altered" in metrics
     wait_for_images(page, "#ablation-altered img", 1)
     page.screenshot(path=shots / "ablation.png")
+
+
+def test_refine_streams_and_stops(page, shots):
+    page.get_by_role("tab", name="Refine").click()
+    steps = page.locator("#refine-steps input[type=number]")
+    steps.fill("300")
+    steps.press("Enter")
+    page.click("#refine-button")
+    wait_for_text(page, "#refine-status", r"Step 4 / 300", timeout=120)  # streamed, not only at the end
+    page.click("#refine-stop")
+    time.sleep(3)
+    stopped = page.inner_text("#refine-status")
+    time.sleep(5)
+    assert page.inner_text("#refine-status") == stopped and "300 / 300" not in stopped
+
+    steps.fill("20")
+    steps.press("Enter")
+    page.click("#refine-button")
+    status = wait_for_text(page, "#refine-status", r"Step 20 / 20", timeout=120)
+    assert re.search(r"PSNR [\d.]+ → [\d.]+ dB", status)
+    wait_for_images(page, "#refine-output img", 1)
+    wait_for_images(page, "#refine-change img", 1)
+    page.screenshot(path=shots / "refine.png")
 
 
 def test_webcam_streams_reconstructed_frames(page, shots):
