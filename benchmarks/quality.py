@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,12 +43,16 @@ OURS = {
     # the same, with residual blocks NOT starting as the identity (the usual Glorot init everywhere)
     "ours-deep-glorot": {"decoder_width": 48, "num_res_blocks": 7, "upsample_widths": [48, 32],
                          "residual_init": "glorot_uniform"},
+    # the same, trained with the feature-matching term on top of L1+SSIM (the encoder runs in the loss)
+    "ours-deep-perceptual": {"decoder_width": 48, "num_res_blocks": 7, "upsample_widths": [48, 32],
+                             "perceptual_weight": 0.1},
 }
+TRAINING_ONLY = ("residual_init", "perceptual_weight")  # variant keys that are not ReconConfig fields
 
 
 def build_ours(cfg: ReconConfig, variant: str, scale: list[float]) -> keras.Model:
-    overrides = dict(OURS[variant])
-    residual_init = overrides.pop("residual_init", None)
+    overrides = {k: v for k, v in OURS[variant].items() if k not in TRAINING_ONLY}
+    residual_init = OURS[variant].get("residual_init")
     decoder = build_decoder(ReconConfig(**(cfg.to_dict() | overrides | {"feature_scale": scale})))
     if residual_init:
         for layer in decoder.layers:
@@ -64,8 +69,11 @@ def build_original_decoder(channels: int) -> keras.Model:
     return keras.Model(inputs, layers.Conv2D(3, 3, padding="same", activation="sigmoid")(x), name="original")
 
 
-def train_and_score(decoder, loss, lr, data, epochs, holdout_features, holdout_images, seed):
+def train_and_score(build, loss, lr, data, epochs, holdout_features, holdout_images, seed):
+    """Build a decoder with `build()` from a freshly seeded RNG, so every decoder starts from the same
+    random state whatever was built or trained before it; train it on `data`; score it on the holdout."""
     keras.utils.set_random_seed(seed)
+    decoder = build()
     schedule = keras.optimizers.schedules.CosineDecay(lr, len(data) * epochs, alpha=0.05) if lr else None
     decoder.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     start = time.time()
@@ -128,25 +136,27 @@ def main(argv=None) -> dict:
     results, outputs, params, search = {}, {}, {}, {}
     if not args.no_original:
         mse = keras.losses.MeanSquaredError()
+        original = partial(build_original_decoder, cfg.channels)
         outputs["original (lr 1e-4)"], results["original (lr 1e-4)"] = train_and_score(
-            build_original_decoder(cfg.channels), mse, 1e-4, data, args.epochs, holdout_features, holdout_images,
+            original, mse, 1e-4, data, args.epochs, holdout_features, holdout_images,
             args.seed)
         # a short search (a third of the budget) for the original's best learning rate
         for lr in [float(v) for v in args.lr_search.split(",")]:
             short = max(1, args.epochs // 3)
-            search[lr] = train_and_score(build_original_decoder(cfg.channels), mse, lr, data, short,
+            search[lr] = train_and_score(original, mse, lr, data, short,
                                          holdout_features, holdout_images, args.seed)[1]["psnr"][0]
             print(f"  lr search: original at lr {lr:g}, {short} epoch(s): {search[lr]:.2f} dB")
         best_lr = max(search, key=search.get)
         name = f"original (lr {best_lr:g})"
-        outputs[name], results[name] = train_and_score(build_original_decoder(cfg.channels), mse, best_lr, data,
+        outputs[name], results[name] = train_and_score(original, mse, best_lr, data,
                                                        args.epochs, holdout_features, holdout_images, args.seed)
-        params = dict.fromkeys(results, build_original_decoder(cfg.channels).count_params())
+        params = dict.fromkeys(results, original().count_params())
     for variant in args.variants.split(","):
-        decoder = build_ours(cfg, variant, scale)
-        params[variant] = decoder.count_params()
+        build = partial(build_ours, cfg, variant, scale)
+        params[variant] = build().count_params()
         outputs[variant], results[variant] = train_and_score(
-            decoder, make_loss(0.8), 1e-3, data, args.epochs, holdout_features, holdout_images, args.seed)
+            build, make_loss(0.8, OURS[variant].get("perceptual_weight", 0.0), encoder, scale), 1e-3, data,
+            args.epochs, holdout_features, holdout_images, args.seed)
 
     print(f"\n{'decoder':<24}{'params':>9}{'PSNR (dB)':>16}{'SSIM':>18}{'train s':>9}")
     for k, r in results.items():
