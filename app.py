@@ -5,9 +5,10 @@
 Tabs: Upload (input vs reconstruction, error map, metrics, download), Webcam (live
 reconstruction with PSNR/SSIM and fps), Features (strongest channels of the layer), Ablation
 (reconstruct from altered features), Refine (feature matching from the decoder's guess, streamed
-step by step) and Model (what is loaded, and how well it does on held-out photos). The handlers at the top are plain functions over `recon.Reconstructor`, so they can be
-tested and benchmarked without a browser; `build_demo` wires them into a `gr.Blocks`. Importing
-this module loads no model and touches no network.
+step by step) and Model (what is loaded, and how well it does on held-out photos). The handlers at
+the top are plain functions over `recon.Reconstructor`, so they can be tested and benchmarked without
+a browser; `build_demo` wires them into a `gr.Blocks`. Importing this module loads no model and
+touches no network.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from recon import Reconstructor, image_metrics  # noqa: E402
+from recon import Reconstruction, Reconstructor, image_metrics  # noqa: E402
 from recon.refine import feature_error, feature_matching  # noqa: E402
 from training.data import find_images, load_image_set  # noqa: E402
 
@@ -47,20 +47,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def trace_one(model: Reconstructor, image: np.ndarray, args) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    """Metrics at every recorded step for one image, plus its input and final refined image."""
-    rec = model.reconstruct(image)
+def trace_one(model: Reconstructor, rec: Reconstruction, args) -> tuple[list[dict], np.ndarray]:
+    """Metrics at every recorded step of refining one reconstruction, and the final refined image."""
     trace = []
     for step, refined, error in feature_matching(model, rec.features, rec.output, args.steps, args.lr, args.every):
         trace.append({"step": step, "feature_error": error} | image_metrics(rec.input, refined))
-    return trace, rec.input, refined
+    return trace, refined
 
 
-def noise_calibration(model: Reconstructor, image: np.ndarray, sigmas: list[float], seed: int = 0) -> list[dict]:
+def noise_calibration(model: Reconstructor, original: np.ndarray, features: np.ndarray, sigmas: list[float],
+                      seed: int = 0) -> list[dict]:
     """Feature error and PSNR of the original plus Gaussian noise: the yardstick for 'close' features."""
     rng = np.random.default_rng(seed)
-    original = model.prepare(image)
-    features = model.encode(original[None])[0]
     rows = []
     for sigma in sigmas:
         noisy = np.clip(original + rng.normal(0, sigma, original.shape), 0, 1).astype(np.float32)
@@ -89,11 +87,12 @@ def main(argv=None) -> dict:
         model = Reconstructor.from_pretrained(folder)
         traces, noisy = [], []
         for i, image in enumerate(tqdm(images.images, desc=f"{model.config.layer}: feature matching")):
-            trace, original, refined = trace_one(model, image, args)
+            rec = model.reconstruct(image)
+            trace, refined = trace_one(model, rec, args)
             traces.append(trace)
-            noisy.append(noise_calibration(model, image, args.noise))
+            noisy.append(noise_calibration(model, rec.input, rec.features, args.noise))
             if i == shown:
-                panels.append((model.config.layer, original, model.reconstruct(image).output, refined, trace))
+                panels.append((model.config.layer, rec.input, rec.output, refined, trace))
         calibration = [{key: float(np.mean([rows[j][key] for rows in noisy])) for key in noisy[0][j]}
                        for j in range(len(args.noise))]
         results[model.config.layer] = {"model": str(folder), "images": len(traces), "mean": summarize(traces),

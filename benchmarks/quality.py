@@ -71,7 +71,8 @@ def build_original_decoder(channels: int) -> keras.Model:
 
 def train_and_score(build, loss, lr, data, epochs, holdout_features, holdout_images, seed):
     """Build a decoder with `build()` from a freshly seeded RNG, so every decoder starts from the same
-    random state whatever was built or trained before it; train it on `data`; score it on the holdout."""
+    random state whatever was built or trained before it; train it on `data`; score it on the holdout.
+    Returns (holdout outputs, scores, parameter count)."""
     keras.utils.set_random_seed(seed)
     decoder = build()
     schedule = keras.optimizers.schedules.CosineDecay(lr, len(data) * epochs, alpha=0.05) if lr else None
@@ -88,7 +89,7 @@ def train_and_score(build, loss, lr, data, epochs, holdout_features, holdout_ima
               for k in ("psnr", "ssim")} | {"train_seconds": round(seconds, 1)}
     print(f"  {decoder.name} at lr {lr:g}, {epochs} epoch(s): {result['psnr'][0]:.2f} dB, SSIM {result['ssim'][0]:.4f} "
           f"({seconds:.0f} s)", flush=True)
-    return outputs, result
+    return outputs, result, decoder.count_params()
 
 
 def main(argv=None) -> dict:
@@ -137,9 +138,9 @@ def main(argv=None) -> dict:
     if not args.no_original:
         mse = keras.losses.MeanSquaredError()
         original = partial(build_original_decoder, cfg.channels)
-        outputs["original (lr 1e-4)"], results["original (lr 1e-4)"] = train_and_score(
-            original, mse, 1e-4, data, args.epochs, holdout_features, holdout_images,
-            args.seed)
+        name = "original (lr 1e-4)"
+        outputs[name], results[name], params[name] = train_and_score(original, mse, 1e-4, data, args.epochs,
+                                                                     holdout_features, holdout_images, args.seed)
         # a short search (a third of the budget) for the original's best learning rate
         for lr in [float(v) for v in args.lr_search.split(",")]:
             short = max(1, args.epochs // 3)
@@ -148,15 +149,13 @@ def main(argv=None) -> dict:
             print(f"  lr search: original at lr {lr:g}, {short} epoch(s): {search[lr]:.2f} dB")
         best_lr = max(search, key=search.get)
         name = f"original (lr {best_lr:g})"
-        outputs[name], results[name] = train_and_score(original, mse, best_lr, data,
-                                                       args.epochs, holdout_features, holdout_images, args.seed)
-        params = dict.fromkeys(results, original().count_params())
+        outputs[name], results[name], params[name] = train_and_score(original, mse, best_lr, data, args.epochs,
+                                                                     holdout_features, holdout_images, args.seed)
     for variant in args.variants.split(","):
-        build = partial(build_ours, cfg, variant, scale)
-        params[variant] = build().count_params()
-        outputs[variant], results[variant] = train_and_score(
-            build, make_loss(0.8, OURS[variant].get("perceptual_weight", 0.0), encoder, scale), 1e-3, data,
-            args.epochs, holdout_features, holdout_images, args.seed)
+        loss = make_loss(0.8, OURS[variant].get("perceptual_weight", 0.0), encoder, scale)
+        outputs[variant], results[variant], params[variant] = train_and_score(
+            partial(build_ours, cfg, variant, scale), loss, 1e-3, data, args.epochs, holdout_features,
+            holdout_images, args.seed)
 
     print(f"\n{'decoder':<24}{'params':>9}{'PSNR (dB)':>16}{'SSIM':>18}{'train s':>9}")
     for k, r in results.items():

@@ -16,6 +16,11 @@ import numpy as np
 from recon.pipeline import Reconstructor
 
 
+def feature_scale(model: Reconstructor) -> np.ndarray:
+    """Per-channel RMS the decoder normalizes features by (1 where the config has none)."""
+    return np.asarray(model.config.feature_scale or 1.0, np.float32)
+
+
 def feature_matching(model: Reconstructor, features: np.ndarray, start: np.ndarray, steps: int = 100,
                      learning_rate: float = 2e-3, every: int = 1) -> Iterator[tuple[int, np.ndarray, float]]:
     """Yield (step, image, relative feature error) at step 0 and every `every` steps up to `steps`.
@@ -37,7 +42,7 @@ def feature_matching(model: Reconstructor, features: np.ndarray, start: np.ndarr
     if start.shape[:2] != (features.shape[0] * model.config.stride, features.shape[1] * model.config.stride):
         raise ValueError(f"start image {start.shape[:2]} does not match features {features.shape[:2]} "
                          f"at stride {model.config.stride}")
-    scale = np.asarray(model.config.feature_scale or 1.0, np.float32)
+    scale = feature_scale(model)
     target = tf.constant((features / scale)[None], tf.float32)
     target_energy = float(tf.reduce_mean(tf.square(target)))
     image = tf.Variable(np.asarray(start, np.float32)[None])
@@ -63,7 +68,7 @@ def feature_matching(model: Reconstructor, features: np.ndarray, start: np.ndarr
 
 def feature_error(model: Reconstructor, image: np.ndarray, features: np.ndarray) -> float:
     """Relative feature error of `image` against `features`, measured as feature_matching measures it."""
-    scale = np.asarray(model.config.feature_scale or 1.0, np.float32)
+    scale = feature_scale(model)
     target = features / scale
     return float(np.mean(np.square(model.encode(image[None])[0] / scale - target)) / np.mean(np.square(target)))
 
