@@ -40,6 +40,9 @@ OURS = {
     "ours-pixelshuffle": {"upsample": "pixel_shuffle", "upsample_widths": [16, 16]},
     "ours-wide": {"decoder_width": 86, "num_res_blocks": 2},
     "ours-deep": {"decoder_width": 48, "num_res_blocks": 7, "upsample_widths": [48, 32]},
+    # the same, upsampling by pixel shuffle instead of resize-conv (about the same parameter count)
+    "ours-deep-pixelshuffle": {"decoder_width": 48, "num_res_blocks": 7, "upsample": "pixel_shuffle",
+                               "upsample_widths": [16, 16]},
     # the same, with residual blocks NOT starting as the identity (the usual Glorot init everywhere)
     "ours-deep-glorot": {"decoder_width": 48, "num_res_blocks": 7, "upsample_widths": [48, 32],
                          "residual_init": "glorot_uniform"},
