@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.quality import OURS, build_ours  # noqa: E402
+from benchmarks.quality import OURS, build_ours, crop_features  # noqa: E402
 from recon.config import ReconConfig  # noqa: E402
 from recon.encoder import build_encoder  # noqa: E402
-from training.data import CachedCrops, FeatureCache, feature_rms, find_images, load_image_set  # noqa: E402
+from training.data import CachedCrops, feature_rms, find_images, load_image_set  # noqa: E402
 from training.losses import make_loss  # noqa: E402
 
 
@@ -58,10 +58,7 @@ def main(argv=None):
     cfg = ReconConfig(image_size=224, encoder_weights="hed-bsds500")
     encoder = build_encoder(cfg)
     train = load_image_set(find_images(args.data), "loading train images")
-    key = FeatureCache.key_for({"layer": cfg.layer, "weights": cfg.encoder_weights}, train.files, 96, 224, 12, args.seed)
-    cache = FeatureCache(Path(args.cache_dir), key)
-    features, targets = cache.open() if cache.is_complete() else cache.build(
-        encoder, train.images, 96, 224, 12, args.seed)
+    features, targets = crop_features(encoder, cfg, train, 96, 12, args.seed, args.cache_dir)  # quality.py's defaults
     data = CachedCrops(features[:args.steps * 8], targets[:args.steps * 8], batch_size=8, seed=args.seed)
     scale = feature_rms(features[:256])
 

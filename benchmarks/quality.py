@@ -72,6 +72,16 @@ def build_original_decoder(channels: int) -> keras.Model:
     return keras.Model(inputs, layers.Conv2D(3, 3, padding="same", activation="sigmoid")(x), name="original")
 
 
+def crop_features(encoder, cfg: ReconConfig, train, crop_size: int, crops_per_image: int, seed: int,
+                  cache_dir) -> tuple[np.ndarray, np.ndarray]:
+    """(features, target crops) of the training crops, from the feature cache (built on first use)."""
+    key = FeatureCache.key_for({"layer": cfg.layer, "weights": cfg.encoder_weights}, train.files,
+                               crop_size, cfg.image_size, crops_per_image, seed)
+    cache = FeatureCache(Path(cache_dir), key)
+    return cache.open() if cache.is_complete() else cache.build(
+        encoder, train.images, crop_size, cfg.image_size, crops_per_image, seed)
+
+
 def train_and_score(build, loss, lr, data, epochs, holdout_features, holdout_images, seed):
     """Build a decoder with `build()` from a freshly seeded RNG, so every decoder starts from the same
     random state whatever was built or trained before it; train it on `data`; score it on the holdout.
@@ -123,11 +133,8 @@ def main(argv=None) -> dict:
     encoder = build_encoder(cfg)
     train = load_image_set(find_images(args.data, args.limit), "loading train images")
     holdout = load_image_set(find_images(args.holdout), "loading holdout images")
-    key = FeatureCache.key_for({"layer": cfg.layer, "weights": cfg.encoder_weights}, train.files,
-                               args.crop_size, args.image_size, args.crops_per_image, args.seed)
-    cache = FeatureCache(Path(args.cache_dir), key)
-    features, targets = cache.open() if cache.is_complete() else cache.build(
-        encoder, train.images, args.crop_size, args.image_size, args.crops_per_image, args.seed)
+    features, targets = crop_features(encoder, cfg, train, args.crop_size, args.crops_per_image, args.seed,
+                                      args.cache_dir)
     data = CachedCrops(features, targets, batch_size=8, seed=args.seed)
     holdout_u8 = np.stack([square_image(im, args.image_size) for im in holdout.images])
     holdout_features = encode_batches(encoder, holdout_u8)
