@@ -22,8 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
+import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 from recon.config import ReconConfig  # noqa: E402
 from recon.decoder import build_decoder  # noqa: E402
@@ -82,27 +86,74 @@ def crop_features(encoder, cfg: ReconConfig, train, crop_size: int, crops_per_im
         encoder, train.images, crop_size, cfg.image_size, crops_per_image, seed)
 
 
-def train_and_score(build, loss, lr, data, epochs, holdout_features, holdout_images, seed):
+def score(decoder, holdout_features, holdout_images) -> tuple[np.ndarray, dict]:
+    """(outputs, {"psnr": (mean, std), "ssim": (mean, std)}) of `decoder` on the held-out images."""
+    outputs = np.concatenate([keras.ops.convert_to_numpy(decoder(holdout_features[i:i + 4], training=False))
+                              for i in range(0, len(holdout_features), 4)])
+    scores = [image_metrics(x, y) for x, y in zip(holdout_images, outputs)]
+    return outputs, {k: (float(np.mean([s[k] for s in scores])), float(np.std([s[k] for s in scores])))
+                     for k in ("psnr", "ssim")}
+
+
+class HeldoutCurve(keras.callbacks.Callback):
+    """Held-out PSNR and SSIM every `every` steps, over all epochs: where does training flatten?"""
+
+    def __init__(self, holdout_features, holdout_images, every: int, data: CachedCrops):
+        super().__init__()
+        self.holdout, self.every = (holdout_features, holdout_images), every
+        self.batch_size, self.crops_per_epoch = data.batch_size, len(data.targets)
+        self.step, self.epochs_done, self.points = 0, 0, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0:
+            seen = self.epochs_done * self.crops_per_epoch + min((batch + 1) * self.batch_size, self.crops_per_epoch)
+            result = score(self.model, *self.holdout)[1]
+            self.points.append({"crops_seen": seen, "psnr": result["psnr"][0], "ssim": result["ssim"][0]})
+            print(f"    {seen:>7,} crops seen: held-out {result['psnr'][0]:.2f} dB, SSIM {result['ssim'][0]:.4f}",
+                  flush=True)
+
+    def on_train_end(self, logs=None):
+        self.epochs_done += 1  # train_and_score runs fit() once per epoch
+
+
+def train_and_score(build, loss, lr, data, epochs, holdout_features, holdout_images, seed, curve_every=0):
     """Build a decoder with `build()` from a freshly seeded RNG, so every decoder starts from the same
-    random state whatever was built or trained before it; train it on `data`; score it on the holdout.
+    random state whatever was built or trained before it; train it on `data`; score it on the holdout
+    (also every `curve_every` steps while it trains, when given: the result's "curve").
     Returns (holdout outputs, scores, parameter count)."""
     keras.utils.set_random_seed(seed)
     decoder = build()
     schedule = keras.optimizers.schedules.CosineDecay(lr, len(data) * epochs, alpha=0.05) if lr else None
     decoder.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    curve = [HeldoutCurve(holdout_features, holdout_images, curve_every, data)] if curve_every else []
     start = time.time()
     for epoch in range(epochs):
         data.set_epoch(epoch)
-        decoder.fit(data, epochs=1, verbose=0)
-    seconds = time.time() - start
-    outputs = np.concatenate([keras.ops.convert_to_numpy(decoder(holdout_features[i:i + 4], training=False))
-                              for i in range(0, len(holdout_features), 4)])
-    scores = [image_metrics(x, y) for x, y in zip(holdout_images, outputs)]
-    result = {k: (float(np.mean([s[k] for s in scores])), float(np.std([s[k] for s in scores])))
-              for k in ("psnr", "ssim")} | {"train_seconds": round(seconds, 1)}
+        decoder.fit(data, epochs=1, verbose=0, callbacks=curve)
+    seconds = time.time() - start  # includes the curve's scoring, when asked for
+    outputs, result = score(decoder, holdout_features, holdout_images)
+    result["train_seconds"] = round(seconds, 1)
+    if curve:
+        result["curve"] = curve[0].points
     print(f"  {decoder.name} at lr {lr:g}, {epochs} epoch(s): {result['psnr'][0]:.2f} dB, SSIM {result['ssim'][0]:.4f} "
           f"({seconds:.0f} s)", flush=True)
     return outputs, result, decoder.count_params()
+
+
+def plot_curves(results: dict, crop_size: int, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, result in results.items():
+        if result.get("curve"):
+            ax.plot([p["crops_seen"] / 1000 for p in result["curve"]], [p["psnr"] for p in result["curve"]],
+                    "o-", ms=3, label=name)
+    ax.set_xlabel(f"training crops seen (thousands, {crop_size} px)")
+    ax.set_ylabel("held-out PSNR at 224 (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def main(argv=None) -> dict:
@@ -121,6 +172,8 @@ def main(argv=None) -> dict:
     p.add_argument("--limit", type=int)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-original", action="store_true", help="train only our variants (ablations)")
+    p.add_argument("--curve-every", type=int, default=0,
+                   help="also score the holdout every N steps (batches of 8) and plot PSNR against crops seen")
     p.add_argument("--quick", action="store_true", help="tiny sizes and budget (for tests)")
     args = p.parse_args(argv)
     if args.quick:
@@ -150,7 +203,8 @@ def main(argv=None) -> dict:
         original = partial(build_original_decoder, cfg.channels)
         name = "original (lr 1e-4)"
         outputs[name], results[name], params[name] = train_and_score(original, mse, 1e-4, data, args.epochs,
-                                                                     holdout_features, holdout_images, args.seed)
+                                                                     holdout_features, holdout_images, args.seed,
+                                                                     args.curve_every)
         # a short search (a third of the budget) for the original's best learning rate
         for lr in [float(v) for v in args.lr_search.split(",")]:
             short = max(1, args.epochs // 3)
@@ -160,12 +214,13 @@ def main(argv=None) -> dict:
         best_lr = max(search, key=search.get)
         name = f"original (lr {best_lr:g})"
         outputs[name], results[name], params[name] = train_and_score(original, mse, best_lr, data, args.epochs,
-                                                                     holdout_features, holdout_images, args.seed)
+                                                                     holdout_features, holdout_images, args.seed,
+                                                                     args.curve_every)
     for variant in args.variants.split(","):
         loss = make_loss(0.8, OURS[variant].get("perceptual_weight", 0.0), encoder, scale)
         outputs[variant], results[variant], params[variant] = train_and_score(
             partial(build_ours, cfg, variant, scale), loss, 1e-3, data, args.epochs, holdout_features,
-            holdout_images, args.seed)
+            holdout_images, args.seed, args.curve_every)
 
     print(f"\n{'decoder':<24}{'params':>9}{'PSNR (dB)':>16}{'SSIM':>18}{'train s':>9}")
     for k, r in results.items():
@@ -190,6 +245,8 @@ def main(argv=None) -> dict:
         rows += [(f"{holdout.files[i].name}: {k}", x, outputs[k][i], image_metrics(x, outputs[k][i]))
                  for k in dict.fromkeys((base, ours))]
     plot_reconstructions(rows, out / "quality_comparison.png")
+    if args.curve_every:
+        plot_curves(results, args.crop_size, out / "heldout_curve.png")
     return record
 
 

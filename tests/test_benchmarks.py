@@ -3,6 +3,7 @@ import json
 import math
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from recon import ReconConfig
@@ -10,19 +11,23 @@ from training.data import CachedCrops
 from training.losses import make_loss
 
 
-def load_quality():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
-    spec = importlib.util.spec_from_file_location("quality_benchmark", path)
+def load_benchmark(name: str):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_quality():
+    return load_benchmark("quality")
 
 
 def test_quality_benchmark_quick_mode(photo_dir, tmp_path):
     quality = load_quality()
     out = tmp_path / "quality"
     record = quality.main(["--data", str(photo_dir), "--holdout", str(photo_dir), "--quick", "--out", str(out),
-                           "--encoder-weights", "random", "--cache-dir", str(tmp_path / "cache")])
+                           "--encoder-weights", "random", "--cache-dir", str(tmp_path / "cache"), "--curve-every", "1"])
     assert set(record["results"]) == {"original (lr 1e-4)", "original (lr 0.001)", "ours"}
     assert record["budget_crops_seen"] == 20  # 10 photos x 2 crops x 1 epoch, the same for every decoder
     assert record["params"]["ours"] <= record["params"]["original (lr 1e-4)"] == 370_563
@@ -30,6 +35,10 @@ def test_quality_benchmark_quick_mode(photo_dir, tmp_path):
         assert math.isfinite(result["psnr"][0]) and 0 <= result["ssim"][0] <= 1
     assert json.loads((out / "quality.json").read_text())["gain"] == record["gain"]
     assert (out / "quality_comparison.png").stat().st_size > 0
+    curve = record["results"]["ours"]["curve"]  # 20 crops in batches of 8, scored after every step
+    assert [p["crops_seen"] for p in curve] == [8, 16, 20]
+    assert curve[-1]["psnr"] == record["results"]["ours"]["psnr"][0]  # the last point is the final model
+    assert (out / "heldout_curve.png").stat().st_size > 0
 
 
 def test_ablation_variant_only_changes_the_residual_init():
@@ -70,3 +79,49 @@ def test_every_decoder_starts_from_the_same_seed_whatever_ran_before():
     np.random.default_rng(1).random(5), quality.build_original_decoder(256)  # draws from the RNGs in between
     again = quality.train_and_score(build, make_loss(), 1e-3, data, 1, *holdout, seed=7)[1]
     assert first["psnr"] == again["psnr"] and first["ssim"] == again["ssim"]
+
+
+def test_live_units_counts_a_channel_that_is_zero_everywhere_as_dead():
+    live_units = load_benchmark("live_units")
+    quality = load_quality()
+    cfg = ReconConfig(image_size=32, encoder_weights="random")
+    decoder = quality.build_ours(cfg, "ours-deep", [1.0] * cfg.channels)
+    conv = decoder.get_layer("up1_conv")
+    kernel, bias = conv.get_weights()
+    kernel[..., :12], bias[:12] = 0.0, -1.0  # 12 of 48 channels: relu(-1) = 0 whatever the input
+    bias[12:] = 10.0  # and the other 36 surely positive somewhere
+    conv.set_weights([kernel, bias])
+    probe = keras.Model(decoder.input, [decoder.get_layer(n).output for n in ("up1_conv", "up2_conv")]
+                        + [decoder.output])
+    sample = np.random.default_rng(0).random((4, 8, 8, cfg.channels), np.float32)
+    callback = live_units.LiveUnits(probe, ["up1_conv", "up2_conv"], sample)
+    callback.report(0)
+    record = callback.records[0]
+    assert record["live"]["up1_conv"] == 36 / 48
+    assert record["live"]["up2_conv"] > 0.5 and record["output_std"] > 0
+
+
+def test_live_units_reports_every_stage_while_it_trains(photo_dir, tmp_path):
+    live_units = load_benchmark("live_units")
+    args = ["--data", str(photo_dir), "--encoder-weights", "random", "--cache-dir", str(tmp_path / "cache"),
+            "--crop-size", "32", "--crops-per-image", "2", "--image-size", "32", "--steps", "2", "--every", "1"]
+    shuffle = live_units.main(args + ["--variant", "ours-deep-pixelshuffle"])
+    resize = live_units.main(args + ["--variant", "ours-deep"])
+    assert [r["step"] for r in shuffle] == [r["step"] for r in resize] == [0, 1, 2]
+    assert list(shuffle[0]["live"]) == ["up1_relu", "up2_relu"] and list(resize[0]["live"]) == ["up1_conv", "up2_conv"]
+    for record in shuffle + resize:
+        assert all(0 <= v <= 1 for v in record["live"].values()) and np.isfinite(record["output_std"])
+    assert resize[0]["output_std"] != resize[-1]["output_std"]  # it trained between the reports
+
+
+def test_heldout_curve_counts_crops_across_epochs_and_partial_batches():
+    quality = load_quality()
+    rng = np.random.default_rng(0)
+    data = CachedCrops(rng.random((10, 4, 4, 256), np.float32), rng.random((10, 16, 16, 3), np.float32),
+                       batch_size=4, seed=0)
+    holdout = rng.random((2, 4, 4, 256), np.float32), rng.random((2, 16, 16, 3), np.float32)
+    build = lambda: quality.build_original_decoder(256)  # noqa: E731
+    result = quality.train_and_score(build, make_loss(), 1e-3, data, 2, *holdout, seed=0, curve_every=2)[1]
+    # steps end after 4, 8, 10 crops, then 14, 18, 20: every second one is scored
+    assert [p["crops_seen"] for p in result["curve"]] == [8, 14, 20]
+    assert len({p["psnr"] for p in result["curve"]}) == 3
