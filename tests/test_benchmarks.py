@@ -23,6 +23,14 @@ def load_quality():
     return load_benchmark("quality")
 
 
+def tiny_crops(n: int) -> tuple[CachedCrops, tuple[np.ndarray, np.ndarray]]:
+    """`n` random 4x4x256 feature crops with 16x16 targets in batches of 4, and two held-out pairs."""
+    rng = np.random.default_rng(0)
+    data = CachedCrops(rng.random((n, 4, 4, 256), np.float32), rng.random((n, 16, 16, 3), np.float32),
+                       batch_size=4, seed=0)
+    return data, (rng.random((2, 4, 4, 256), np.float32), rng.random((2, 16, 16, 3), np.float32))
+
+
 def test_quality_benchmark_quick_mode(photo_dir, tmp_path):
     quality = load_quality()
     out = tmp_path / "quality"
@@ -70,10 +78,7 @@ def test_perceptual_variant_is_the_same_decoder_trained_with_the_feature_term(ph
 
 def test_every_decoder_starts_from_the_same_seed_whatever_ran_before():
     quality = load_quality()
-    rng = np.random.default_rng(0)
-    data = CachedCrops(rng.random((8, 4, 4, 256), np.float32), rng.random((8, 16, 16, 3), np.float32),
-                       batch_size=4, seed=0)
-    holdout = rng.random((2, 4, 4, 256), np.float32), rng.random((2, 16, 16, 3), np.float32)
+    data, holdout = tiny_crops(8)
     build = lambda: quality.build_original_decoder(256)  # noqa: E731
     first = quality.train_and_score(build, make_loss(), 1e-3, data, 1, *holdout, seed=7)[1]
     np.random.default_rng(1).random(5), quality.build_original_decoder(256)  # draws from the RNGs in between
@@ -116,10 +121,7 @@ def test_live_units_reports_every_stage_while_it_trains(photo_dir, tmp_path):
 
 def test_heldout_curve_counts_crops_across_epochs_and_partial_batches():
     quality = load_quality()
-    rng = np.random.default_rng(0)
-    data = CachedCrops(rng.random((10, 4, 4, 256), np.float32), rng.random((10, 16, 16, 3), np.float32),
-                       batch_size=4, seed=0)
-    holdout = rng.random((2, 4, 4, 256), np.float32), rng.random((2, 16, 16, 3), np.float32)
+    data, holdout = tiny_crops(10)
     build = lambda: quality.build_original_decoder(256)  # noqa: E731
     result = quality.train_and_score(build, make_loss(), 1e-3, data, 2, *holdout, seed=0, curve_every=2)[1]
     # steps end after 4, 8, 10 crops, then 14, 18, 20: every second one is scored
