@@ -2,8 +2,8 @@
 
     python benchmarks/layers.py --data ../shared/photos/holdout [--image skimage__astronaut.jpg]
 
-Prints a markdown table (layer, feature shape at 224, decoder parameters, held-out PSNR/SSIM from
-`training.evaluate`) and writes a figure with one held-out image reconstructed from each layer.
+Prints a markdown table (layer, feature shape at 224, decoder parameters, held-out PSNR/SSIM/LPIPS
+from `training.evaluate`) and writes a figure with one held-out image reconstructed from each layer.
 """
 
 from __future__ import annotations
@@ -42,14 +42,16 @@ def main(argv=None) -> list[dict]:
         rec = model.reconstruct(image)
         c, s = model.config, model.config.image_size // model.config.stride
         rows.append({"layer": c.layer, "shape": f"{s}x{s}x{c.channels}", "params": model.decoder.count_params(),
-                     "psnr": summary["psnr"], "ssim": summary["ssim"], "count": summary["count"]})
+                     "psnr": summary["psnr"], "ssim": summary["ssim"], "lpips": summary["lpips"],
+                     "count": summary["count"]})
         panels.append((c.layer, rec.input, rec.output, rec.metrics()))
 
-    print("\n| layer | feature shape at 224 | decoder parameters | held-out PSNR (dB) | held-out SSIM |")
-    print("|---|---|---|---|---|")
+    print("\n| layer | feature shape at 224 | decoder parameters | held-out PSNR (dB) | held-out SSIM "
+          "| held-out LPIPS (lower is better) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| `{r['layer']}` | {r['shape']} | {r['params']:,} | {r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f} "
-              f"| {r['ssim']['mean']:.3f} ± {r['ssim']['std']:.3f} |")
+              f"| {r['ssim']['mean']:.3f} ± {r['ssim']['std']:.3f} | {r['lpips']['mean']:.3f} ± {r['lpips']['std']:.3f} |")
     print(f"\n({rows[0]['count']} held-out images from {args.data}, center-cropped to 224x224)")
 
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1), 3))
@@ -57,7 +59,7 @@ def main(argv=None) -> list[dict]:
     axes[0].set_title("original", fontsize=9)
     for ax, (layer, _, output, m) in zip(axes[1:], panels):
         ax.imshow(output.clip(0, 1))
-        ax.set_title(f"{layer}\n{m['psnr']:.1f} dB, SSIM {m['ssim']:.2f}", fontsize=9)
+        ax.set_title(f"{layer}\n{m['psnr']:.1f} dB, SSIM {m['ssim']:.2f}\nLPIPS {m['lpips']:.3f}", fontsize=9)
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()

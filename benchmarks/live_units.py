@@ -61,7 +61,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--crops-per-image", type=int, default=12)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--encoder-weights", default="hed-bsds500")
+    p.add_argument("--encoder-weights", default="imagenet-torchvision")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"))
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)

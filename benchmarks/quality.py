@@ -87,12 +87,12 @@ def crop_features(encoder, cfg: ReconConfig, train, crop_size: int, crops_per_im
 
 
 def score(decoder, holdout_features, holdout_images) -> tuple[np.ndarray, dict]:
-    """(outputs, {"psnr": (mean, std), "ssim": (mean, std)}) of `decoder` on the held-out images."""
+    """(outputs, {"psnr"|"ssim"|"lpips": (mean, std)}) of `decoder` on the held-out images."""
     outputs = np.concatenate([keras.ops.convert_to_numpy(decoder(holdout_features[i:i + 4], training=False))
                               for i in range(0, len(holdout_features), 4)])
     scores = [image_metrics(x, y) for x, y in zip(holdout_images, outputs)]
     return outputs, {k: (float(np.mean([s[k] for s in scores])), float(np.std([s[k] for s in scores])))
-                     for k in ("psnr", "ssim")}
+                     for k in ("psnr", "ssim", "lpips")}
 
 
 class HeldoutCurve(keras.callbacks.Callback):
@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
     p.add_argument("--crops-per-image", type=int, default=12)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--encoder-weights", default="hed-bsds500")
+    p.add_argument("--encoder-weights", default="imagenet-torchvision")
     p.add_argument("--variants", default="ours", help=f"comma list of {list(OURS)}")
     p.add_argument("--lr-search", default="3e-4,1e-3,3e-3", help="learning rates tried for the original")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"))

@@ -1,11 +1,14 @@
 """Speed on this machine: training with and without the feature cache, and inference at 224.
 
     python benchmarks/speed.py --data ../shared/photos/train [--model models/vgg16-block3_conv3]
+    python benchmarks/speed.py --inference-only      # float32 vs auto precision, and the webcam path
 
 Training rows time one epoch of `training.fit`'s two paths after a warm-up epoch: the cache path
 (decoder only, on float16 features read from the memory-mapped cache) and the no-cache path (fresh
-crops encoded inside the training step). Inference rows time `Reconstructor.reconstruct_batch`
-against the encoder alone, batch 1 and batch 8, at 224x224.
+crops encoded inside the training step). Inference rows time `Reconstructor.reconstruct` (batch 1,
+a 224x224 image) and `reconstruct_batch` (batch 8) and the encoder alone, in float32 and in the
+precision "auto" picks here (recon.precision), plus the demo's webcam handler
+(`app.reconstruct_frame` on 640x480 frames: crop, resize, encode, decode, PSNR/SSIM).
 """
 
 from __future__ import annotations
@@ -59,16 +62,31 @@ def training_speeds(model: Reconstructor, images, crop_size: int, crops: int, ba
 
 def inference_speeds(model: Reconstructor, size: int) -> dict:
     rows = {}
+    image = np.random.default_rng(0).random((size, size, 3)).astype("float32")
+    rows["reconstruct(), batch 1"] = images_per_second(lambda: model.reconstruct(image), 1, 5)
+    x = np.random.default_rng(0).random((8, size, size, 3)).astype("float32")
+    rows["reconstruct_batch(), batch 8"] = images_per_second(lambda: model.reconstruct_batch(x), 8, 5)
     for batch in (1, 8):
-        x = np.random.default_rng(0).random((batch, size, size, 3)).astype("float32")
-        rows[f"reconstruct(), batch {batch}"] = images_per_second(lambda: model.reconstruct_batch(x), batch, 5)
-        rows[f"encoder only, batch {batch}"] = images_per_second(lambda: model.encode(x), batch, 5)
+        rows[f"encoder only, batch {batch}"] = images_per_second(lambda: model.encode(x[:batch]), batch, 5)
     return rows
+
+
+def webcam_fps(model: Reconstructor, frames: int = 30) -> float:
+    """Frames per second of the demo's streaming handler on 640x480 camera frames."""
+    import app
+    camera = (np.random.default_rng(0).random((frames + 1, 480, 640, 3)) * 255).astype(np.uint8)
+    app.reconstruct_frame(model, camera[0])  # warm-up
+    stats = {}
+    start = time.perf_counter()
+    for frame in camera[1:]:
+        _, _, stats = app.reconstruct_frame(model, frame, stats)
+    return frames / (time.perf_counter() - start)
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="folder of training photos")
+    p.add_argument("--data", help="folder of training photos (for the training rows)")
+    p.add_argument("--inference-only", action="store_true", help="skip the training rows")
     p.add_argument("--model", default="models/vgg16-block3_conv3")
     p.add_argument("--limit", type=int, default=32, help="photos to crop from")
     p.add_argument("--crops", type=int, default=128, help="crops per timed epoch")
@@ -77,18 +95,29 @@ def main(argv=None) -> dict:
     p.add_argument("--size", type=int, default=224, help="inference image size")
     args = p.parse_args(argv)
 
+    if not args.inference_only and not args.data:
+        p.error("--data is needed for the training rows (or pass --inference-only)")
     model = Reconstructor.from_pretrained(args.model)
-    images = load_image_set(find_images(args.data, args.limit)).images
     print(f"model: {model.describe()}")
-    train = training_speeds(model, images, args.crop_size, args.crops, args.batch_size)
-    infer = inference_speeds(model, args.size)
-    print(f"\ntraining, {args.crop_size} px crops, batch {args.batch_size}:")
-    for name, speed in train.items():
-        print(f"  {name:<40}{speed:8.1f} images/s")
-    print(f"  cache speed-up: {train['with feature cache'] / train['without cache (encoder in the step)']:.1f}x")
-    print(f"\ninference at {args.size}x{args.size}:")
-    for name, speed in infer.items():
-        print(f"  {name:<40}{speed:8.1f} images/s")
+    train = {}
+    if not args.inference_only:
+        images = load_image_set(find_images(args.data, args.limit)).images
+        train = training_speeds(model, images, args.crop_size, args.crops, args.batch_size)
+        print(f"\ntraining, {args.crop_size} px crops, batch {args.batch_size}:")
+        for name, speed in train.items():
+            print(f"  {name:<40}{speed:8.1f} images/s")
+        print(f"  cache speed-up: {train['with feature cache'] / train['without cache (encoder in the step)']:.1f}x")
+    infer = {}
+    for precision in ("float32", "auto"):
+        model = Reconstructor.from_pretrained(args.model, precision=precision)
+        rows = inference_speeds(model, args.size) | {"webcam path (frames/s)": webcam_fps(model)}
+        infer[f"{precision} ({model.precision})"] = rows
+    print(f"\ninference at {args.size}x{args.size}, images/s:")
+    names = list(infer)
+    print(f"  {'':<32}" + "".join(f"{n:>20}" for n in names) + f"{'speed-up':>10}")
+    for row in infer[names[0]]:
+        a, b = (infer[n][row] for n in names)
+        print(f"  {row:<32}{a:>20.1f}{b:>20.1f}{b / a:>9.1f}x")
     return {"training": train, "inference": infer}
 
 

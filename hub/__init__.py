@@ -108,7 +108,7 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
 
 
 def from_pretrained(repo_id_or_dir: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
-                    *, token: str | None = None, endpoint: str | None = None):
+                    *, token: str | None = None, endpoint: str | None = None, precision: str = "float32"):
     """Load a `recon.Reconstructor` from a local model folder or a Hub repo.
 
     A local folder is used as is (its errors are `recon.ModelFolderError`); anything else is taken
@@ -120,6 +120,7 @@ def from_pretrained(repo_id_or_dir: str | Path, revision: str | None = None, cac
         revision: branch, tag or commit of the repo; default main.
         cache_dir: default HF_HUB_CACHE.
         token, endpoint: as for `download`.
+        precision: as for `recon.Reconstructor.from_pretrained` ("auto" picks the fastest here).
 
     Example:
         >>> from recon import load_image
@@ -129,17 +130,17 @@ def from_pretrained(repo_id_or_dir: str | Path, revision: str | None = None, cac
     folder = Path(repo_id_or_dir).expanduser()
     if folder.is_dir():
         from recon import Reconstructor
-        return Reconstructor.from_pretrained(folder)
+        return Reconstructor.from_pretrained(folder, precision=precision)
     folder = download(str(repo_id_or_dir), revision=revision, cache_dir=cache_dir, token=token, endpoint=endpoint)
-    return _load(folder, f"Hub repo {repo_id_or_dir}" + (f" at revision {revision}" if revision else ""))
+    return _load(folder, f"Hub repo {repo_id_or_dir}" + (f" at revision {revision}" if revision else ""), precision)
 
 
-def _load(folder: Path, source: str):
+def _load(folder: Path, source: str, precision: str = "float32"):
     """Rebuild the model in `folder`, turning a bad folder into a HubError that names `source`."""
     from recon import ModelFolderError, Reconstructor
 
     try:
-        return Reconstructor.from_pretrained(folder)
+        return Reconstructor.from_pretrained(folder, precision=precision)
     except ModelFolderError as e:
         raise HubError(f"{source}: {e}") from None
 

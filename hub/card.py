@@ -15,8 +15,12 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 CARD_FILE = "README.md"
+# (key, label) of each score a card reports; the first three go into model-index as well
+METRIC_LABELS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("lpips", "LPIPS (AlexNet, lower is better)"),
+                 ("mse", "MSE"))
 SAMPLES_FILE = "samples.png"
 ENCODER_LABELS = {
+    "imagenet-torchvision": "VGG16 (ImageNet, torchvision weights)",
     "hed-bsds500": "VGG16 (HED-BSDS500 fine-tune of ImageNet)",
     "imagenet": "VGG16 (ImageNet, Keras Applications)",
     "random": "VGG16 with random weights (tests only: not a useful model)",
@@ -87,7 +91,7 @@ def build_model_card(folder: str | Path, repo_id: str | None = None, model=None,
                                  dataset_type="imagefolder", dataset_name=scores["data"],
                                  dataset_split=scores["split"], metric_type=name, metric_name=label,
                                  metric_value=round(scores[name][0], 4))
-                      for name, label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM")) if name in scores] or None,
+                      for name, label in METRIC_LABELS[:3] if name in scores] or None,
     )
     sections = [_summary(repo_id, model), _training(folder), _evaluation(scores),
                 _samples(folder), _usage(repo_id, cfg.layer)]
@@ -109,7 +113,7 @@ def _scores(folder: Path) -> dict:
         name = Path(str(summary.get("data") or "held-out photos")).name
         scores = {"split": "held-out", "source": f"{len(per_image) or 'the'} held-out images, with `training.evaluate`",
                   "data": name}
-        for key in ("psnr", "ssim", "mse"):
+        for key, _ in METRIC_LABELS:
             if isinstance(summary.get(key), dict):
                 scores[key] = (float(summary[key]["mean"]), summary[key].get("std"))
         return scores
@@ -171,7 +175,7 @@ def _evaluation(scores: dict) -> str | None:
     if not scores:
         return None
     rows = [f"| {label} | {scores[key][0]:.4f} | {'' if scores[key][1] is None else f'{scores[key][1]:.4f}'} |"
-            for key, label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("mse", "MSE")) if key in scores]
+            for key, label in METRIC_LABELS if key in scores]
     return "\n".join(["## Evaluation", "", f"On {scores['source']}:", "", "| metric | mean | std |",
                       "|---|---|---|", *rows])
 

@@ -23,7 +23,11 @@ VGG16_LAYERS: dict[str, tuple[int, int]] = {
 BACKBONES = {"vgg16": VGG16_LAYERS}
 UPSAMPLE_MODES = ("resize", "pixel_shuffle")
 # Named weight sources; anything else is taken as a path to a local weights file.
-NAMED_ENCODER_WEIGHTS = ("imagenet", "hed-bsds500", "random")
+NAMED_ENCODER_WEIGHTS = ("imagenet-torchvision", "imagenet", "hed-bsds500", "random")
+# How [0,1] RGB becomes the encoder's input. "caffe": BGR, 0..255, minus the ImageNet mean (Keras'
+# VGG16 and HED); "torchvision": RGB minus mean (0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225).
+PREPROCESSING = ("caffe", "torchvision")
+TORCHVISION_SOURCES = ("imagenet-torchvision",)
 
 
 class ConfigError(ValueError):
@@ -35,7 +39,13 @@ class ReconConfig:
     backbone: str = "vgg16"  # frozen encoder network
     layer: str = "block3_conv3"  # the encoder's output layer: the features we invert
     image_size: int = 224  # square training size; inference also runs at any multiple of the stride
-    encoder_weights: str = "hed-bsds500"  # imagenet | hed-bsds500 | random | path to a weights file
+    encoder_weights: str = "imagenet-torchvision"  # a NAMED_ENCODER_WEIGHTS source or a weights file
+    # the encoder's input convention (PREPROCESSING); None derives it from encoder_weights, which is
+    # what every config.json written before this field existed means ("caffe")
+    preprocessing: str | None = None
+    # SHA-256 of the weights file of a packaged source (recon.pipeline.PACKAGED_ENCODERS), whose
+    # weights a model folder does not copy; loading refuses a file with another hash
+    encoder_sha256: str | None = None
     encoder_seed: int = 0  # initializer seed when encoder_weights == "random" (tests only)
     decoder_width: int = 64  # channels after the 1x1 reduction and in the residual trunk
     num_res_blocks: int = 4  # residual blocks at the feature resolution
@@ -49,6 +59,10 @@ class ReconConfig:
         layers = BACKBONES[self.backbone]
         if self.layer not in layers:
             raise ConfigError(f"unknown {self.backbone} layer {self.layer!r}; known: {list(layers)}")
+        if self.preprocessing is None:
+            self.preprocessing = "torchvision" if self.encoder_weights in TORCHVISION_SOURCES else "caffe"
+        if self.preprocessing not in PREPROCESSING:
+            raise ConfigError(f"preprocessing must be one of {PREPROCESSING}, not {self.preprocessing!r}")
         if self.upsample not in UPSAMPLE_MODES:
             raise ConfigError(f"upsample must be one of {UPSAMPLE_MODES}, not {self.upsample!r}")
         for name in ("image_size", "decoder_width"):

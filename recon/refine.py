@@ -49,7 +49,9 @@ def feature_matching(model: Reconstructor, features: np.ndarray, start: np.ndarr
     optimizer = keras.optimizers.Adam(learning_rate)
 
     def feature_error():
-        return tf.reduce_mean(tf.square(model.encoder(image, training=False) / scale - target))
+        # float32 whatever the encoder computes in (a bfloat16 model still gets float32 pixel updates)
+        features = tf.cast(model.encoder(image, training=False), tf.float32)
+        return tf.reduce_mean(tf.square(features / scale - target))
 
     @tf.function(reduce_retracing=True)
     def step():

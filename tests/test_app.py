@@ -73,7 +73,7 @@ def test_import_loads_no_model_and_uses_no_network():
 def test_reconstruct_upload_sizes_and_metrics(model, images, resolution, shape):
     (x, y), heat, metrics, download, status = app.reconstruct_upload(model, str(images / "good.png"), resolution)
     assert x.shape == y.shape == heat.shape == shape and y.dtype == np.uint8
-    assert set(metrics) == {"mse", "psnr", "ssim"} and all(np.isfinite(v) for v in metrics.values())
+    assert set(metrics) == {"mse", "psnr", "ssim", "lpips"} and all(np.isfinite(v) for v in metrics.values())
     assert np.asarray(Image.open(download)).shape == shape and download.endswith("good_reconstruction.png")
     assert f"{shape[1]}×{shape[0]}" in status
 
@@ -157,7 +157,7 @@ def test_model_info_reads_card_and_metrics(model, tmp_path):
         {"psnr": {"mean": 21.5, "std": 2.0}, "ssim": {"mean": 0.61, "std": 0.1}, "count": 40, "data": "holdout"}))
     info = app.model_info(model, "tiny", tmp_path)
     for text in ("vgg16", "block2_conv2", "random", f"{model.decoder.count_params():,}", "license | mit",
-                 "photos-a, photos-b", "3,000 CC0 photos", "21.5", "0.61", "40 images"):
+                 "photos-a, photos-b", "3,000 CC0 photos", "21.5", "0.61", "40 images", "Precision | float32"):
         assert text in info, text
     assert "Limits" not in info
     bare = app.model_info(model, "tiny", None)

@@ -127,3 +127,35 @@ def test_heldout_curve_counts_crops_across_epochs_and_partial_batches():
     # steps end after 4, 8, 10 crops, then 14, 18, 20: every second one is scored
     assert [p["crops_seen"] for p in result["curve"]] == [8, 14, 20]
     assert len({p["psnr"] for p in result["curve"]}) == 3
+
+
+def test_dead_channels_counts_a_channel_that_never_fires(tmp_path):
+    from recon import build_encoder
+    from recon.encoder import save_encoder_weights
+    dead_channels = load_benchmark("dead_channels")
+    encoder = build_encoder(ReconConfig(layer="block2_conv2", encoder_weights="random"))
+    bias = encoder.get_layer("block1_conv2").bias
+    bias.assign(keras.ops.convert_to_numpy(bias) - np.eye(64, dtype="float32")[5] * 1e6)  # channel 5: never > 0
+    weights = tmp_path / "weights.h5"
+    save_encoder_weights(encoder, weights)
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    stats = dead_channels.channel_stats(str(weights), images, layers=("block1_conv2", "block2_conv2"))
+    assert stats["block1_conv2"]["dead"] == 1 and stats["block1_conv2"]["channels"] == 64
+    assert stats["block2_conv2"]["channels"] == 128
+    assert 1 / 64 < stats["block1_conv2"]["zeros"] < 1
+
+
+def test_encoders_benchmark_trains_the_same_decoder_on_each_source(photo_dir, tmp_path):
+    from recon import build_encoder
+    from recon.encoder import save_encoder_weights
+    encoders = load_benchmark("encoders")
+    weights = tmp_path / "other.h5"
+    save_encoder_weights(build_encoder(ReconConfig(encoder_weights="random", encoder_seed=1)), weights)
+    record = encoders.main(["--data", str(photo_dir), "--holdout", str(photo_dir), "--sources", f"random,{weights}",
+                            "--crop-size", "32", "--crops-per-image", "1", "--epochs", "1", "--image-size", "32",
+                            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "encoders.json")])
+    first, second = record["results"]["random"], record["results"][str(weights)]
+    assert first["params"] == second["params"] == 338_819 and first["crops_seen"] == second["crops_seen"] == 10
+    assert first["psnr"][0] != second["psnr"][0]  # other features, other result
+    assert all(math.isfinite(r["lpips"][0]) for r in (first, second))
+    assert json.loads((tmp_path / "encoders.json").read_text())["results"].keys() == {"random", str(weights)}

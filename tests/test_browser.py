@@ -149,5 +149,6 @@ def test_webcam_streams_reconstructed_frames(page, shots):
 def test_model_panel(page, shots):
     page.get_by_role("tab", name="Model").click()
     info = wait_for_text(page, "#model-info", r"Held-out metrics")
-    assert "hed-bsds500" in info and "338,819 parameters" in info
+    assert "imagenet-torchvision" in info and "338,819 parameters" in info and "LPIPS" in info
+    assert re.search(r"Precision\s+(bfloat16|float32)", info)
     page.screenshot(path=shots / "model.png")

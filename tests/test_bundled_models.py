@@ -14,7 +14,8 @@ DEFAULT = ROOT / "models" / "vgg16-block3_conv3"
 
 
 def test_the_default_and_per_layer_models_are_there_and_small():
-    assert DEFAULT in MODELS and len(MODELS) >= 4
+    assert DEFAULT in MODELS and [m.name for m in MODELS] == [
+        f"vgg16-{layer}" for layer in ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")]
     total = sum(f.stat().st_size for m in MODELS for f in m.rglob("*") if f.is_file())
     assert total < 60e6, f"models/ holds {total / 1e6:.1f} MB"
 
@@ -22,11 +23,12 @@ def test_the_default_and_per_layer_models_are_there_and_small():
 @pytest.mark.parametrize("folder", MODELS, ids=lambda p: p.name)
 def test_bundled_model_loads_and_matches_its_card(folder):
     model = Reconstructor.from_pretrained(folder)
-    assert model.config.encoder_weights == "hed-bsds500"
+    assert model.config.encoder_weights == "imagenet-torchvision" and model.config.preprocessing == "torchvision"
     assert model.decoder.count_params() <= 400_000
     card = (folder / "README.md").read_text()
     summary = json.loads((folder / "metrics_summary.json").read_text())
-    assert f"{summary['psnr']['mean']:.4f}" in card and summary["count"] == 15
+    assert f"{summary['psnr']['mean']:.4f}" in card and f"{summary['lpips']['mean']:.4f}" in card
+    assert summary["count"] == 15 and "LPIPS" in card and "lpips" in card.split("---")[1]  # also in model-index
     # never scored on a training photo: the held-out files are not in its training split
     trained = {Path(e["file"]).name for e in json.loads((folder / "split.json").read_text())["train"]}
     assert not trained & {r["file"] for r in summary["per_image"]}

@@ -13,7 +13,7 @@ from training import evaluate, fit
 
 TINY = ["--layer", "block2_conv2", "--image-size", "32", "--crop-size", "32", "--crops-per-image", "2",
         "--encoder-weights", "random", "--decoder-width", "8", "--res-blocks", "1", "--batch-size", "4",
-        "--verbose", "0"]
+        "--precision", "float32", "--verbose", "0"]
 
 
 def run_fit(data, out, cache, *extra, callbacks=()):
@@ -188,3 +188,46 @@ def test_init_from_starts_with_the_given_models_decoder_and_normalization(tmp_pa
     assert start.config.feature_scale == before.config.feature_scale and start.config.decoder_width == 8
     image = smooth_image(40, 48, 5)
     np.testing.assert_array_equal(start.reconstruct(image).output, before.reconstruct(image).output)
+
+
+def test_mixed_bfloat16_trains_and_saves_float32_weights(tmp_path, photo_dir, capsys):
+    out = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--precision", "mixed_bfloat16",
+                  "--no-cache")
+    assert "precision: mixed_bfloat16" in capsys.readouterr().out
+    assert keras.config.dtype_policy().name == "float32"  # restored for whatever runs next
+    history = json.loads((out / "history.json").read_text())
+    assert np.isfinite(history[-1]["loss"]) and np.isfinite(history[-1]["val_psnr"])
+    model = Reconstructor.from_pretrained(out)  # a plain float32 model, whatever trained it
+    assert {w.dtype for w in model.decoder.weights} == {"float32"}
+    output = model.reconstruct(smooth_image(40, 48, 5)).output
+    assert output.dtype == np.float32 and output.shape == (32, 32, 3)
+
+
+def test_auto_precision_follows_the_cpu_flags():
+    from recon.precision import resolve_precision
+    assert resolve_precision("auto", flags={"avx512f", "avx512_bf16"}, gpu=False) == "bfloat16"
+    assert resolve_precision("auto", flags={"avx512f", "amx_bf16", "amx_tile"}, gpu=False) == "bfloat16"
+    assert resolve_precision("auto", flags={"avx2", "avx512f"}, gpu=False) == "float32"  # bf16 emulated: slower
+    assert resolve_precision("auto", flags=set(), gpu=True) == "float16"
+    assert resolve_precision("float32", flags={"avx512_bf16"}) == "float32"
+    with pytest.raises(ValueError, match="must be one of"):
+        resolve_precision("int8")
+
+
+def test_export_with_a_holdout_scores_the_model_and_writes_its_card(tmp_path, photo_dir):
+    from training import export
+    run = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
+    holdout = tmp_path / "holdout"
+    holdout.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(40, 44, 50 + i)).save(holdout / f"held{i}.png")
+    out = tmp_path / "bundled"
+    export.main([str(run), str(out), "--holdout", str(holdout)])
+    summary = json.loads((out / "metrics_summary.json").read_text())
+    assert summary["count"] == 3 and 0 < summary["lpips"]["mean"] < 1
+    card = (out / "README.md").read_text()
+    assert f"{summary['lpips']['mean']:.4f}" in card and "held-out" in card
+    assert (out / "samples.png").is_file() and (out / "lpips_histogram.png").is_file()
+    assert not (out / "sample_reconstructions.png").exists()
+    with pytest.raises(SystemExit, match="not empty"):
+        export.main([str(run), str(out)])

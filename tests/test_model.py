@@ -105,3 +105,19 @@ def test_residual_blocks_start_as_the_identity(tiny_config):
     before, after = (keras.ops.convert_to_numpy(t) for t in probe(x))
     assert tiny_config.num_res_blocks >= 1 and np.abs(before).max() > 0
     np.testing.assert_array_equal(before, after)
+
+
+def test_a_bfloat16_model_returns_float32_arrays_at_several_sizes(tmp_path, tiny_config):
+    from recon.metrics import psnr
+    from tests.conftest import smooth_image
+    exact = Reconstructor(tiny_config)
+    folder = exact.save_pretrained(tmp_path / "model")
+    fast = Reconstructor.from_pretrained(folder, precision="bfloat16")
+    assert fast.precision == "bfloat16" and {w.dtype for w in fast.encoder.weights} == {"bfloat16"}
+    image = smooth_image(50, 70, seed=2)
+    for size in [(32, 32), (48, 64), (16, 40), "trained"]:
+        rec, reference = fast.reconstruct(image, size), exact.reconstruct(image, size)
+        assert rec.output.dtype == rec.features.dtype == np.float32
+        assert rec.output.shape == reference.output.shape and rec.features.shape == reference.features.shape
+        assert psnr(reference.output, rec.output) > 30  # the same picture, rounded differently
+    assert Reconstructor.from_pretrained(folder).precision == "float32"  # the default stays exact

@@ -68,3 +68,14 @@ def test_feature_match_benchmark_end_to_end(tiny_config, photo_dir, tmp_path):
     assert json.loads((out / "feature_match.json").read_text())["results"]["block2_conv2"]["images"] == 2
     assert (out / "feature_match_curves.png").stat().st_size > 0
     assert (out / "feature_match_examples.jpg").stat().st_size > 0
+
+
+def test_feature_matching_works_on_a_bfloat16_model():
+    """Gradients through a bfloat16 encoder still reach float32 pixels and recover the image."""
+    model = Reconstructor(ReconConfig(layer="block1_conv2", image_size=24, encoder_weights="random"),
+                          precision="bfloat16")
+    x = model.prepare(smooth_image(24, 24, seed=5))
+    grey = np.full_like(x, 0.5)
+    refined, error = refine(model, model.encode(x), grey, steps=60, learning_rate=2e-2)
+    assert refined.dtype == np.float32 and error < 0.1
+    assert image_metrics(x, refined)["psnr"] > image_metrics(x, grey)["psnr"] + 5

@@ -86,7 +86,7 @@ def encode_batches(encoder: keras.Model, images: np.ndarray, batch_size: int = 1
     """Encode uint8 (0..255) or float ([0,1]) images in batches; returns float32 features."""
     scale = 1 / 255.0 if images.dtype == np.uint8 else 1.0
     out = [keras.ops.convert_to_numpy(encoder(images[i:i + batch_size].astype("float32") * scale, training=False))
-           for i in range(0, len(images), batch_size)]
+           .astype(np.float32) for i in range(0, len(images), batch_size)]
     return np.concatenate(out)
 
 

@@ -17,8 +17,11 @@ import numpy as np
 
 from recon.metrics import image_metrics
 from recon.pipeline import Reconstructor
+from recon.precision import PRECISIONS
 from training.data import file_sha1, find_images, load_image_set
 from training.plots import plot_histogram, plot_history, plot_reconstructions
+
+METRICS = ("psnr", "ssim", "lpips", "mse")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save-dir", help="where to write results (default: runs/eval-<model name>)")
     p.add_argument("--native", action="store_true", help="score at each image's own size")
     p.add_argument("--seed", type=int, default=0, help="picks the sample when there are more images")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="what the model computes in (auto: bfloat16 on CPUs with AVX512-BF16/AMX); metrics stay float64")
     return p.parse_args(argv)
 
 
@@ -45,7 +50,7 @@ def main(argv=None) -> dict:
     model_dir = Path(args.model)
     save_dir = Path(args.save_dir or f"runs/eval-{model_dir.resolve().name}")
     save_dir.mkdir(parents=True, exist_ok=True)
-    model = Reconstructor.from_pretrained(model_dir)
+    model = Reconstructor.from_pretrained(model_dir, precision=args.precision)
     print(f"model: {model.describe()}")
 
     files = find_images(args.data)
@@ -77,15 +82,19 @@ def main(argv=None) -> dict:
             if len(samples) < 6:
                 samples.append((path.name, x, y, m))
 
-    summary = {name: {"mean": float(np.mean([r[name] for r in per_image])),
-                      "std": float(np.std([r[name] for r in per_image]))} for name in ("psnr", "ssim", "mse")}
+    # LPIPS is NaN for images smaller than AlexNet takes (--native); those are left out of its mean
+    summary = {name: {"mean": float(np.nanmean([r[name] for r in per_image])),
+                      "std": float(np.nanstd([r[name] for r in per_image]))} for name in METRICS}
     summary |= {"per_image": per_image, "count": len(per_image), "data": str(args.data),
-                "size": "native" if args.native else model.config.image_size,
+                "size": "native" if args.native else model.config.image_size, "precision": model.precision,
                 "model": {"path": str(model_dir), "description": model.describe()} | model.config.to_dict()}
     summary["model"].pop("feature_scale", None)
+    summary["per_image"] = [{k: None if v != v else v for k, v in r.items()} for r in per_image]  # NaN -> null
     (save_dir / "metrics_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot_histogram([r["psnr"] for r in per_image], "PSNR", "dB", save_dir / "psnr_histogram.png")
     plot_histogram([r["ssim"] for r in per_image], "SSIM", "", save_dir / "ssim_histogram.png")
+    plot_histogram([r["lpips"] for r in per_image if np.isfinite(r["lpips"])], "LPIPS (AlexNet)", "lower is better",
+                   save_dir / "lpips_histogram.png")
     plot_reconstructions(samples, save_dir / "sample_reconstructions.png")
     if (model_dir / "history.json").is_file():
         plot_history(json.loads((model_dir / "history.json").read_text()), save_dir / "training_loss_curve.png")

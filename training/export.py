@@ -1,10 +1,12 @@
 """Export a training run as a lean model folder: what loading, the card and the app need, nothing else.
 
-    python -m training.export runs/a models/my-model [--float16]
+    python -m training.export runs/a models/my-model [--float16] [--holdout PHOTOS]
 
-Keeps config.json, the decoder, the encoder (re-saved as float16 with --float16, which halves it;
+Keeps config.json, the decoder, the encoder where the folder holds one (re-saved as float16 with --float16, which halves it;
 check the held-out PSNR with `training.evaluate` afterwards), history.json, loss_curve.png,
 run_config.json, split.json and the last sample grid; leaves out backups and per-epoch grids.
+With --holdout it also scores the model there (`training.evaluate`: metrics_summary.json, histograms,
+samples.png of held-out reconstructions) and writes the model card, as the bundled models have them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import argparse
 import shutil
 from pathlib import Path
 
+from hub.card import write_model_card
 from recon.pipeline import Reconstructor
+from training import evaluate
 
 RECORDS = ("history.json", "loss_curve.png", "run_config.json", "split.json")
 
@@ -35,9 +39,18 @@ def main(argv=None) -> None:
     p.add_argument("run", help="a training.fit run folder")
     p.add_argument("out", help="the model folder to write")
     p.add_argument("--float16", action="store_true", help="store the encoder weights as float16")
+    p.add_argument("--holdout", help="held-out photos to score the model on; also writes the model card")
     args = p.parse_args(argv)
-    model = export(Path(args.run), Path(args.out), args.float16)
-    print(f"exported {model.describe()} to {args.out}")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty: export into a new folder")
+    model = export(Path(args.run), out, args.float16)
+    print(f"exported {model.describe()} to {out}")
+    if args.holdout:
+        evaluate.main(["--model", str(out), "--data", args.holdout, "--save-dir", str(out)])
+        (out / "sample_reconstructions.png").replace(out / "samples.png")  # the name the card and the Hub use
+        (out / "training_loss_curve.png").unlink(missing_ok=True)  # the same plot as loss_curve.png
+        write_model_card(out, model=model)
 
 
 if __name__ == "__main__":

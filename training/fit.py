@@ -23,12 +23,15 @@ from recon.config import VGG16_LAYERS, ReconConfig
 from recon.decoder import build_decoder
 from recon.encoder import build_encoder
 from recon.pipeline import Reconstructor
+from recon.precision import resolve_precision, training_policy
 from training.data import (CachedCrops, FeatureCache, OnTheFlyCrops, encode_batches, feature_rms, find_images,
                            hash_split, image_grid, load_image_set, save_png, save_split, square_image)
 from training.losses import make_loss, psnr_metric, ssim_metric
 from training.plots import plot_history
 
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of the peak learning rate
+RECIPE_UPSAMPLE_WIDTHS = (48, 32, 16, 8)  # the bundled recipe's x2 stages, the first ones a layer needs
+TRAINING_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,13 +50,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train for this long instead: cosine decay over wall-clock time, --epochs an upper bound")
     p.add_argument("--alpha", type=float, default=0.8, help="loss = alpha*L1 + (1-alpha)*(1-SSIM)")
     p.add_argument("--perceptual-weight", type=float, default=0.0, help="feature-matching loss weight; 0 = off")
-    p.add_argument("--decoder-width", type=int, default=64)
-    p.add_argument("--res-blocks", type=int, default=4)
+    p.add_argument("--decoder-width", type=int, default=48)
+    p.add_argument("--res-blocks", type=int, default=7)
     p.add_argument("--upsample-widths", type=lambda s: [int(w) for w in s.split(",")],
-                   help="comma-separated channels per x2 stage, e.g. 64,32")
+                   help="comma-separated channels per x2 stage; default the first of "
+                        f"{','.join(map(str, RECIPE_UPSAMPLE_WIDTHS))} the layer's stride needs")
     p.add_argument("--upsample", default="resize", choices=["resize", "pixel_shuffle"])
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--encoder-weights", default="hed-bsds500", help="imagenet | hed-bsds500 | random | FILE")
+    p.add_argument("--encoder-weights", default="imagenet-torchvision",
+                   help="imagenet-torchvision | imagenet | hed-bsds500 | random | FILE")
+    p.add_argument("--precision", default="auto", choices=["auto", *TRAINING_POLICIES],
+                   help="Keras dtype policy; auto: mixed_bfloat16 on CPUs with AMX/AVX512-BF16, "
+                        "mixed_float16 on CUDA GPUs, else float32. Weights are saved float32 either way")
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"))
     p.add_argument("--no-cache", action="store_true",
@@ -73,13 +81,23 @@ def main(argv=None, callbacks=()) -> Path:
         if not (out / "run_config.json").is_file():
             raise SystemExit(f"--resume: {out} holds no run to resume")
         saved = json.loads((out / "run_config.json").read_text())
-        args = argparse.Namespace(**(saved | {"resume": True, "epochs": args.epochs, "verbose": args.verbose}))
+        args = argparse.Namespace(**({"precision": "float32"} | saved | {"resume": True, "epochs": args.epochs, "verbose": args.verbose}))
     elif (out / "run_config.json").exists():
         raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
     keras.utils.set_random_seed(args.seed)
+    policy = training_policy(resolve_precision()) if args.precision == "auto" else args.precision
+    print(f"precision: {policy}")
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)  # float32 variables, so saved weights do not depend on it
+    try:
+        return train(args, out, callbacks)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
 
+
+def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
     # data: the split is written down so evaluate never scores a training image
     files = find_images(args.data, args.limit)
     if args.val_data:
@@ -103,12 +121,14 @@ def main(argv=None, callbacks=()) -> Path:
     elif args.resume:
         cfg = ReconConfig.load(out / "config.json")
     else:
+        stages = VGG16_LAYERS[args.layer][1].bit_length() - 1
         cfg = ReconConfig(layer=args.layer, image_size=args.image_size, encoder_weights=args.encoder_weights,
                           decoder_width=args.decoder_width, num_res_blocks=args.res_blocks,
-                          upsample_widths=args.upsample_widths, upsample=args.upsample)
+                          upsample_widths=args.upsample_widths or list(RECIPE_UPSAMPLE_WIDTHS[:stages]),
+                          upsample=args.upsample)
     encoder = build_encoder(cfg)
     encoder_id = {"backbone": cfg.backbone, "layer": cfg.layer, "weights": cfg.encoder_weights,
-                  "seed": cfg.encoder_seed}
+                  "seed": cfg.encoder_seed, "policy": keras.config.dtype_policy().name}
 
     if args.no_cache:
         train_data = OnTheFlyCrops(train.images, args.crop_size, cfg.image_size, args.crops_per_image,

@@ -28,13 +28,20 @@ def ssim_per_image(y_true, y_pred, max_val: float = 1.0):
     return ops.mean(ssim_map, axis=(1, 2, 3))
 
 
+def as_float32(*tensors):
+    """Losses and metrics run in float32 whatever the layers compute in (mixed precision)."""
+    return [ops.cast(t, "float32") for t in tensors]
+
+
 def psnr_metric(y_true, y_pred):
     """Mean over the batch of per-image PSNR (dB, data range 1). For monitoring; reports use recon.metrics."""
+    y_true, y_pred = as_float32(y_true, y_pred)
     mse = ops.mean(ops.square(y_true - y_pred), axis=(1, 2, 3))
     return ops.mean(10.0 * ops.log10(1.0 / ops.maximum(mse, 1e-10)))
 
 
 def ssim_metric(y_true, y_pred):
+    y_true, y_pred = as_float32(y_true, y_pred)
     return ops.mean(ssim_per_image(y_true, y_pred))
 
 
@@ -50,10 +57,11 @@ def make_loss(alpha: float = 0.8, perceptual_weight: float = 0.0, encoder=None, 
     scale = ops.convert_to_tensor(np.asarray(feature_scale if feature_scale else 1.0, dtype="float32"))
 
     def recon_loss(y_true, y_pred):
+        y_true, y_pred = as_float32(y_true, y_pred)
         l1 = ops.mean(ops.abs(y_true - y_pred), axis=(1, 2, 3))
         loss = alpha * l1 + (1.0 - alpha) * (1.0 - ssim_per_image(y_true, y_pred))
         if perceptual_weight:
-            diff = (encoder(y_pred, training=False) - encoder(y_true, training=False)) / scale
+            diff = ops.cast(encoder(y_pred, training=False) - encoder(y_true, training=False), "float32") / scale
             loss = loss + perceptual_weight * ops.mean(ops.abs(diff), axis=(1, 2, 3))
         return loss
 

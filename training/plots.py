@@ -52,7 +52,8 @@ def plot_reconstructions(rows: list[tuple[str, np.ndarray, np.ndarray, dict]], p
         ax_row[0].imshow(original)
         ax_row[0].set_title(name, fontsize=8)
         ax_row[1].imshow(np.clip(output, 0, 1))
-        ax_row[1].set_title(f"{metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}", fontsize=8)
+        ax_row[1].set_title(f"{metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}"
+                            + (f", LPIPS {metrics['lpips']:.3f}" if "lpips" in metrics else ""), fontsize=8)
         im = ax_row[2].imshow(error, cmap="inferno", vmin=0, vmax=0.5)
         ax_row[2].set_title("|error|", fontsize=8)
         fig.colorbar(im, ax=ax_row[2], fraction=0.046)

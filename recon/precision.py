@@ -1,0 +1,74 @@
+"""Which floating-point precision runs fastest here, detected rather than assumed.
+
+bfloat16 is fast only on CPUs with AMX or AVX512-BF16 (oneDNN uses them; elsewhere it is
+emulated and slower than float32); float16 is fast on CUDA GPUs (tensor cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # as /proc/cpuinfo names them
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (Linux); empty where /proc/cpuinfo is absent (macOS, Windows)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def has_cuda_gpu() -> bool:
+    import keras
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return bool(tf.config.list_physical_devices("GPU"))
+    if keras.backend.backend() == "jax":
+        import jax
+        return any(d.platform == "gpu" for d in jax.devices())
+    return False
+
+
+def resolve_precision(precision: str = "auto", flags: set[str] | None = None, gpu: bool | None = None) -> str:
+    """"auto" -> the fastest precision for this machine; anything else is checked and returned.
+
+    Args:
+        precision: one of PRECISIONS.
+        flags: CPU flags (default: read from /proc/cpuinfo); tests pass their own.
+        gpu: whether a CUDA GPU is present (default: asked of the Keras backend).
+
+    Returns:
+        "float16" with a CUDA GPU, "bfloat16" on a CPU with AMX or AVX512-BF16, else "float32".
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    if has_cuda_gpu() if gpu is None else gpu:
+        return "float16"
+    return "bfloat16" if set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else flags) else "float32"
+
+
+def training_policy(precision: str) -> str:
+    """The Keras dtype policy that trains in `precision` with float32 weights."""
+    return {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[precision]
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str):
+    """Build Keras layers inside this block with variables and compute in `precision`
+    ("float32", "bfloat16" or "float16"); the global policy is restored afterwards."""
+    import keras
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
