@@ -136,9 +136,21 @@ def reconstruct_upload(model: Reconstructor, path, resolution: str = "trained"):
     from PIL import Image
     Image.fromarray(y).save(download)
     h, w = image.shape[:2]
+    metrics = rec.metrics()
     status = (f"Reconstructed at {y.shape[1]}×{y.shape[0]} (upload {w}×{h}) in {seconds:.2f} s "
-              f"from {model.config.layer} features of shape {tuple(rec.features.shape)}, in {model.precision}.")
-    return (x, y), error_heatmap(rec.input, rec.output), rounded(rec.metrics()), str(download), status
+              f"from {model.config.layer} features of shape {tuple(rec.features.shape)}, in {model.precision}."
+              + undefined_metrics_note(metrics))
+    return (x, y), error_heatmap(rec.input, rec.output), rounded(metrics), str(download), status
+
+
+def undefined_metrics_note(metrics: dict) -> str:
+    """Why a metric shows as null: the image is smaller than what it needs."""
+    from recon.lpips import MIN_SIZE
+    from recon.metrics import SSIM_MIN_SIZE
+    needs = {"ssim": SSIM_MIN_SIZE, "lpips": MIN_SIZE["alex"]}
+    missing = [f"{name.upper()} needs at least {needs[name]} px a side" for name in needs
+               if name in metrics and metrics[name] != metrics[name]]
+    return f" This image is too small for some metrics: {'; '.join(missing)}." if missing else ""
 
 
 def reconstruct_frame(model: Reconstructor, frame, stats: dict | None = None):

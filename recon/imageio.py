@@ -7,11 +7,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # refuse larger files before decoding anything
 MAX_PIXELS = 40_000_000  # about 7300x5500; larger headers are decompression bombs for our purpose
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# Image formats Pillow cannot open here (without plugins), listed so that a folder walk names and counts
+# them as unreadable instead of passing over them in silence.
+# Formats Pillow opens by their content but registers no suffix for: MPO (multi-picture JPEG, from
+# 3D and burst cameras).
+CONTENT_READABLE_SUFFIXES = {".mpo"}
+UNREADABLE_IMAGE_SUFFIXES = {".heic", ".heif", ".jxl", ".avif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf",
+                             ".orf", ".rw2", ".svg", ".exr", ".hdr"}
 
 
 class ImageLoadError(ValueError):
@@ -43,37 +49,79 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 if im.width * im.height > max_pixels:
                     raise ImageLoadError(
                         f"{name}: {im.width}x{im.height} has more than {max_pixels:,} pixels")
-                im = ImageOps.exif_transpose(im)
-                return to_rgb_array(im)
-    except ImageLoadError:
+                im.load()  # decoding errors surface here, before EXIF parsing gets the blame
+                return to_rgb_array(exif_upright(im, name))
+    except (ImageLoadError, MemoryError):
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(f"{name}: not a readable image ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except Exception as e:  # whatever Pillow, its plugins or its EXIF parsing raise (struct.error, ...)
         raise ImageLoadError(f"{name}: corrupt or unreadable image ({type(e).__name__}: {e})") from None
 
 
+def exif_upright(im: Image.Image, name: str) -> Image.Image:
+    """Apply the EXIF orientation; where the EXIF cannot be parsed, keep the image as stored, with a warning."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except MemoryError:
+        raise
+    except Exception as e:  # malformed EXIF (zero denominators, truncated IFDs) raises all kinds of errors
+        warnings.warn(f"{name}: EXIF orientation unreadable ({type(e).__name__}: {e}); loaded as stored",
+                      stacklevel=3)
+        return im
+
+
 def to_rgb_array(im: Image.Image) -> np.ndarray:
-    """Any PIL mode -> (H, W, 3) uint8: 16-bit scaled down, alpha composited on white."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if im.mode == "P":
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA"):
-        im = im.convert("RGBA")
+    """Any Pillow mode -> (H, W, 3) uint8 sRGB, each mode handled explicitly.
+
+    Transparency (an alpha channel, premultiplied or not, or a PNG tRNS colour key) is composited on
+    white. 1/L/P/RGB/RGBX/CMYK/YCbCr/HSV use Pillow's exact conversions; LAB goes through a LAB ->
+    sRGB colour transform; integer and float modes are scaled by their range: I and I;16* by 255
+    when no value exceeds 255, else by 65535; F by 1 when no value exceeds 1, else as I. Anything
+    else raises ImageLoadError.
+    """
+    mode = im.mode
+    if "transparency" in im.info and mode in ("1", "L", "P", "RGB"):  # a colour key: alpha from it
+        mode = "RGBA" if mode in ("P", "RGB") else "LA"
+        im = im.convert(mode)
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        im = im.convert("RGBA") if mode != "La" else im.convert("LA").convert("RGBA")
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, im)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+        return np.asarray(Image.alpha_composite(background, im).convert("RGB"), dtype=np.uint8).copy()
+    if mode in ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV"):
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    if mode == "LAB":
+        srgb = ImageCms.profileToProfile(im, ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
+                                         outputMode="RGB")
+        return np.asarray(srgb, dtype=np.uint8).copy()
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = float(a.max()) if a.size else 0.0
+        peak = 1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0
+        grey = np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    raise ImageLoadError(f"unsupported image mode {mode!r}")
+
+
+def image_suffixes() -> set[str]:
+    """File suffixes of every format Pillow can open here (its plugins decide, e.g. .avif, .jfif, .mpo),
+    plus image formats it cannot, so that a folder walk reports those instead of skipping them silently."""
+    Image.init()
+    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    return readable | CONTENT_READABLE_SUFFIXES | UNREADABLE_IMAGE_SUFFIXES
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """All files with an image suffix under `folder`, recursively, sorted for determinism."""
+    """All files under `folder` (recursively) that are or look like images, sorted for determinism.
+
+    Files of formats Pillow cannot open here (.heic without a plugin, raw camera files) are listed
+    too: loading them raises ImageLoadError, so callers count and name them.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    suffixes = image_suffixes()
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
 def center_crop_square(image: np.ndarray) -> np.ndarray:
@@ -100,6 +148,35 @@ def to_float(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32)
 
 
+FLOAT_TOLERANCE = 1e-3  # float images may overshoot [0, 1] by rounding (a bicubic resize, a decoder)
+
+
+def checked_image(image, what: str = "image") -> np.ndarray:
+    """The one rule for image arrays handed to the library: uint8 (0..255) is kept; uint16
+    (0..65535) and floats in [0, 1] become float32 in [0, 1] (floats within FLOAT_TOLERANCE outside
+    are clipped).
+
+    Raises:
+        ValueError: any other dtype (bool, signed or wider integers, complex), non-finite values, or
+            floats outside [0, 1] (a 0..255 float image, say), with what was found.
+    """
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"{what}: expected uint8, uint16 or float in [0, 1], got dtype {image.dtype}")
+    if image.size:
+        low, high = float(np.min(image)), float(np.max(image))
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"{what}: contains NaN or infinite values")
+        if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
+            hint = " (looks like 0..255: divide by 255 or pass uint8)" if high > 1.5 and low >= 0 else ""
+            raise ValueError(f"{what}: float values must lie in [0, 1], found {low:.4g} to {high:.4g}{hint}")
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
@@ -107,4 +184,5 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def save_image(image: np.ndarray, path: str | Path) -> None:
-    Image.fromarray(to_uint8(image)).save(path)
+    """Write an (H, W, 3) image (see `checked_image` for the dtypes taken) in the format the suffix names."""
+    Image.fromarray(to_uint8(checked_image(image))).save(path)

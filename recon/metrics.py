@@ -1,5 +1,11 @@
-"""Per-image quality metrics on [0,1] float RGB: PSNR and SSIM with an explicit data range
-(scikit-image), and LPIPS (Zhang et al. 2018; recon.lpips)."""
+"""Per-image quality metrics: PSNR and SSIM with an explicit data range (scikit-image), and LPIPS
+(Zhang et al. 2018; recon.lpips).
+
+Every function takes uint8 (0..255), uint16 (0..65535) or float images in [0, 1] (see
+`recon.imageio.checked_image`; anything else raises ValueError) and computes in float64 on [0, 1].
+Where a metric is undefined for an image that small (SSIM below its 11 px window, LPIPS below its
+network's input), it is NaN rather than an error: see SSIM_MIN_SIZE and recon.lpips.MIN_SIZE.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +15,39 @@ import math
 import numpy as np
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
+from recon.imageio import checked_image, to_float
+
 DATA_RANGE = 1.0
+SSIM_MIN_SIZE = 11  # the Gaussian window (sigma 1.5, truncated at 3.5 sigma) needs this many pixels a side
+
+
+def unit_pair(reference, test) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as float64 in [0, 1], after checking dtype, range and shape (ValueError)."""
+    a = to_float(checked_image(reference, "reference")).astype(np.float64)
+    b = to_float(checked_image(test, "test")).astype(np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    return a, b
 
 
 def mse(reference: np.ndarray, test: np.ndarray) -> float:
-    return float(mean_squared_error(reference.astype(np.float64), test.astype(np.float64)))
+    return float(mean_squared_error(*unit_pair(reference, test)))
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """PSNR in dB for [0,1] images; infinite for identical images."""
+    """PSNR in dB on [0,1] (data range 1); infinite for identical images."""
     with np.errstate(divide="ignore"):
-        return float(peak_signal_noise_ratio(reference.astype(np.float64), test.astype(np.float64),
-                                             data_range=DATA_RANGE))
+        return float(peak_signal_noise_ratio(*unit_pair(reference, test), data_range=DATA_RANGE))
 
 
 def ssim(reference: np.ndarray, test: np.ndarray) -> float:
-    """SSIM as Wang et al. 2004 define it: 11x11 Gaussian window (sigma 1.5), per channel, averaged."""
-    return float(structural_similarity(
-        reference.astype(np.float64), test.astype(np.float64), data_range=DATA_RANGE,
-        channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
+    """SSIM as Wang et al. 2004 define it: 11x11 Gaussian window (sigma 1.5), per channel, averaged.
+    NaN for images under SSIM_MIN_SIZE px on a side, where the window does not fit."""
+    a, b = unit_pair(reference, test)
+    if min(a.shape[:2]) < SSIM_MIN_SIZE:
+        return math.nan
+    return float(structural_similarity(a, b, data_range=DATA_RANGE, channel_axis=-1 if a.ndim == 3 else None,
+                                       gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
 
 
 @functools.lru_cache(maxsize=2)
@@ -44,9 +64,10 @@ def lpips(reference: np.ndarray, test: np.ndarray, net: str = "alex") -> float:
     network takes (31 px for AlexNet, 16 for VGG), since the distance is undefined there.
     """
     from recon.lpips import MIN_SIZE
-    if min(reference.shape[:2]) < MIN_SIZE[net]:
+    a, b = unit_pair(reference, test)
+    if min(a.shape[:2]) < MIN_SIZE[net]:
         return math.nan
-    return float(lpips_model(net)(reference, test))
+    return float(lpips_model(net)(a, b))
 
 
 def image_metrics(reference: np.ndarray, test: np.ndarray, lpips_net: str | None = "alex") -> dict[str, float]:
@@ -56,14 +77,14 @@ def image_metrics(reference: np.ndarray, test: np.ndarray, lpips_net: str | None
         >>> image_metrics(a, b)
         {'mse': 0.0021, 'psnr': 26.8, 'ssim': 0.83, 'lpips': 0.12}
     """
-    if reference.shape != test.shape:
-        raise ValueError(f"shapes differ: {reference.shape} vs {test.shape}")
-    out = {"mse": mse(reference, test), "psnr": psnr(reference, test), "ssim": ssim(reference, test)}
+    a, b = unit_pair(reference, test)
+    out = {"mse": mse(a, b), "psnr": psnr(a, b), "ssim": ssim(a, b)}
     if lpips_net:
-        out["lpips"] = lpips(reference, test, lpips_net)
+        out["lpips"] = lpips(a, b, lpips_net)
     return out
 
 
 def error_map(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
     """Per-pixel absolute error averaged over channels, (H, W) in [0,1]."""
-    return np.abs(reference.astype(np.float32) - test.astype(np.float32)).mean(axis=-1)
+    a, b = unit_pair(reference, test)
+    return np.abs(a - b).mean(axis=-1).astype(np.float32)

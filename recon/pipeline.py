@@ -20,7 +20,7 @@ from recon.config import ConfigError, ReconConfig
 from recon.decoder import build_decoder
 from recon.encoder import (EncoderWeightsError, build_encoder, read_vgg_weights, resolve_weights_file,
                            save_encoder_weights, set_vgg_weights)
-from recon.imageio import center_crop_square, resize, to_float
+from recon.imageio import center_crop_square, checked_image, resize, to_float
 from recon.metrics import image_metrics
 from recon.precision import dtype_policy, resolve_precision
 
@@ -145,8 +145,11 @@ class Reconstructor:
 
         size: "trained" (center square at the training size), "native" (own size rounded
         to the layer's stride), or an explicit (height, width).
+
+        Raises:
+            ValueError: not (H, W, 3), or not uint8, uint16 or float in [0, 1] (`checked_image`).
         """
-        image = np.asarray(image)
+        image = checked_image(image)
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
         if size == "trained":
@@ -191,7 +194,7 @@ class Reconstructor:
         return self.decode(features), features
 
     def _as_batch(self, images) -> np.ndarray:
-        batch = np.asarray(images, dtype=np.float32)
+        batch = to_float(checked_image(images))
         if batch.ndim == 3:
             batch = batch[None]
         if batch.ndim != 4 or batch.shape[-1] != 3:

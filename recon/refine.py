@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
+from recon.imageio import checked_image, to_float
 from recon.pipeline import Reconstructor
 
 
@@ -45,7 +46,7 @@ def feature_matching(model: Reconstructor, features: np.ndarray, start: np.ndarr
     scale = feature_scale(model)
     target = tf.constant((features / scale)[None], tf.float32)
     target_energy = float(tf.reduce_mean(tf.square(target)))
-    image = tf.Variable(np.asarray(start, np.float32)[None])
+    image = tf.Variable(to_float(checked_image(start, "start image"))[None])
     optimizer = keras.optimizers.Adam(learning_rate)
 
     def feature_error():

@@ -1,9 +1,20 @@
 """Shared fixtures: tiny images and tiny models, so the suite stays fast on 2 cores."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
+# The suite sets every environment variable it relies on, before anything reads them (huggingface_hub
+# reads its variables at import): a caller's HF_HUB_OFFLINE=1, HF_HOME, token or weight-file override
+# must not change what the tests see.
+for variable in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+                 "HF_HUB_DISABLE_TELEMETRY", "HF_TOKEN_PATH", "RECON_HED_BSDS500_FILE", "RECON_TORCHVISION_VGG16_FILE"):
+    os.environ.pop(variable, None)
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="recon-tests-hf-home-")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
+os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import socket  # noqa: E402
 

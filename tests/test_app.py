@@ -166,7 +166,7 @@ def test_model_info_reads_card_and_metrics(model, tmp_path):
 
 
 def test_failed_hub_pull_falls_back_with_notice(models_dir, monkeypatch):
-    def offline(repo, revision=None):
+    def offline(repo, revision=None, **kwargs):
         raise ConnectionError(f"cannot reach the Hub for {repo}")
     monkeypatch.setitem(sys.modules, "hub", types.SimpleNamespace(from_pretrained=offline))
     store = app.resolve_models("someone/recon-model", "v1", models_dir)
@@ -177,7 +177,8 @@ def test_failed_hub_pull_falls_back_with_notice(models_dir, monkeypatch):
 
 def test_hub_model_and_local_folders(models_dir, monkeypatch, tmp_path):
     pulled = Reconstructor(tiny_config())
-    monkeypatch.setitem(sys.modules, "hub", types.SimpleNamespace(from_pretrained=lambda repo, revision=None: pulled))
+    monkeypatch.setitem(sys.modules, "hub",
+                        types.SimpleNamespace(from_pretrained=lambda repo, revision=None, **kwargs: pulled))
     store = app.resolve_models("someone/recon-model", None, models_dir)
     assert store.default == "someone/recon-model" and store.get(None) is pulled and not store.notice
     assert set(store.names) == {"someone/recon-model", "tiny-block2_conv2", "tiny-block1_conv2"}
@@ -240,3 +241,14 @@ def test_client_features_ablation_and_model_switch(client, images):
     assert "of 64 channels" in metrics["ablation"]
     *_, status, metrics = client.predict(good, 10, "tiny-block1_conv2", api_name="/refine")  # the last frame
     assert metrics["step"] == 10 and "Step **10 / 10**" in status
+
+
+@pytest.mark.parametrize("size", [(1, 1), (9, 40), (24, 3000)])
+def test_tiny_images_at_own_size_reconstruct_and_say_which_metric_is_undefined(model, tmp_path, size):
+    from PIL import Image
+    path = tmp_path / "tiny.png"
+    Image.fromarray(np.full((*size, 3), 120, np.uint8)).save(path)
+    (x, y), heat, metrics, download, status = app.reconstruct_upload(model, str(path), "native")
+    assert x.shape == y.shape and np.isfinite(metrics["psnr"])
+    assert metrics["ssim"] is None and metrics["lpips"] is None
+    assert "SSIM needs at least 11 px" in status and "LPIPS needs at least 31 px" in status

@@ -231,3 +231,42 @@ def test_export_with_a_holdout_scores_the_model_and_writes_its_card(tmp_path, ph
     assert not (out / "sample_reconstructions.png").exists()
     with pytest.raises(SystemExit, match="not empty"):
         export.main([str(run), str(out)])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--layer", "block3_conv3", "--crop-size", "30"], "--crop-size 30: block3_conv3 needs a multiple of its stride 4"),
+    (["--crop-size", "8"], "at least 12 px"),
+    (["--image-size", "31"], "--image-size 31"),
+    (["--batch-size", "0"], "positive integer"),
+])
+def test_bad_sizes_are_refused_before_any_work(tmp_path, photo_dir, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", *flags)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_start_that_failed_before_its_first_epoch_does_not_block_a_rerun(tmp_path, photo_dir):
+    class Crash(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            raise RuntimeError("out of memory, say")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1", callbacks=[Crash()])
+    out = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1")  # a plain rerun
+    assert len(json.loads((out / "history.json").read_text())) == 1
+    with pytest.raises(SystemExit, match="already holds a run"):  # a run with an epoch is protected
+        run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
+
+
+def test_evaluate_at_native_size_scores_tiny_images_without_aborting(tmp_path, photo_dir):
+    out = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
+    held = tmp_path / "held"
+    held.mkdir()
+    Image.fromarray(smooth_image(40, 44, 1)).save(held / "normal.png")
+    Image.fromarray(smooth_image(9, 40, 2)).save(held / "strip.png")
+    summary = evaluate.main(["--model", str(out), "--data", str(held), "--native", "--save-dir", str(tmp_path / "ev")])
+    assert summary["count"] == 2
+    strip = next(r for r in summary["per_image"] if r["file"] == "strip.png")
+    assert strip["ssim"] is None and np.isfinite(strip["psnr"])
+    assert np.isfinite(summary["ssim"]["mean"])  # the mean over the images where it is defined

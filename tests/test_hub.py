@@ -235,3 +235,15 @@ def test_token_never_appears_in_errors(action, status, model_dir, fake_hub):
     assert REPO in str(error.value)
     report = "".join(traceback.format_exception(error.value))
     assert SECRET not in report  # ...and is nowhere in the error or its causes
+
+
+@pytest.mark.slow
+def test_the_suite_ignores_the_callers_hub_settings(tmp_path):
+    """With HF_HUB_OFFLINE=1 exported, as many users have it, 14 of these tests used to fail."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty"), "HF_TOKEN": "hf_not_ours"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_hub.py",
+                           "-k", "push_pull or push_to_branch or token_never_appears", "--deselect",
+                           "tests/test_hub.py::test_the_suite_ignores_the_callers_hub_settings"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout

@@ -70,3 +70,118 @@ def test_oversized_file_refused(tmp_path, monkeypatch):
 def test_one_pixel_image(tmp_path):
     Image.new("RGB", (1, 1), (10, 20, 30)).save(tmp_path / "dot.png")
     assert load_image(tmp_path / "dot.png").tolist() == [[[10, 20, 30]]]
+
+
+# -- every Pillow mode, each with an expected colour ------------------------------------------------
+COLOUR = (200, 100, 50)
+GREY = round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)  # ITU-R 601-2 luma, Pillow's L conversion: 124
+
+
+def written_in_mode(mode: str, tmp_path):
+    """(file, expected RGB, tolerance): COLOUR stored in `mode` in a format that keeps the mode."""
+    from PIL import ImageCms
+    rgb = Image.new("RGB", (6, 5), COLOUR)
+    grey16 = np.full((5, 6), GREY * 257, np.uint16)
+    cases = {
+        "1": (rgb.convert("L").point(lambda v: 255).convert("1"), "png", (255,) * 3, 0),
+        "L": (rgb.convert("L"), "png", (GREY,) * 3, 0),
+        "LA": (rgb.convert("LA"), "png", (GREY,) * 3, 0),
+        "P": (rgb.convert("P", palette=Image.Palette.ADAPTIVE), "png", COLOUR, 0),
+        "PA": (rgb.convert("RGBA").convert("PA"), "webp", COLOUR, 8),
+        "RGB": (rgb, "png", COLOUR, 0),
+        "RGBA": (rgb.convert("RGBA"), "png", COLOUR, 0),
+        "CMYK": (rgb.convert("CMYK"), "tiff", COLOUR, 1),
+        "CMYK-jpeg": (rgb.convert("CMYK"), "jpg", COLOUR, 6),
+        "YCbCr": (rgb.convert("YCbCr"), "jpg", COLOUR, 6),
+        "LAB": (ImageCms.profileToProfile(rgb, ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"),
+                                          outputMode="LAB"), "tiff", COLOUR, 3),
+        "I": (Image.fromarray(grey16.astype(np.int32)), "tiff", (GREY,) * 3, 1),
+        "I;16": (Image.fromarray(grey16), "png", (GREY,) * 3, 1),
+        "I;16B": (Image.frombytes("I;16B", (6, 5), grey16.astype(">u2").tobytes()), "tiff", (GREY,) * 3, 1),
+        "F": (Image.fromarray(np.full((5, 6), GREY / 255, np.float32)), "tiff", (GREY,) * 3, 1),
+        "F-0..255": (Image.fromarray(np.full((5, 6), float(GREY), np.float32)), "tiff", (GREY,) * 3, 1),
+    }
+    im, fmt, expected, tolerance = cases[mode]
+    path = tmp_path / f"image.{fmt}"
+    im.save(path)
+    return path, expected, tolerance
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "CMYK-jpeg", "YCbCr", "LAB",
+                                  "I", "I;16", "I;16B", "F", "F-0..255"])
+def test_every_writable_mode_loads_as_the_right_colour(mode, tmp_path):
+    path, expected, tolerance = written_in_mode(mode, tmp_path)
+    out = load_image(path)
+    assert out.shape == (5, 6, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - expected).max() <= tolerance, (Image.open(path).mode, out[0, 0], expected)
+
+
+def test_unreadable_modes_in_memory_still_convert():
+    """Modes no file format here writes (HSV, premultiplied alpha) are handled too, not clipped."""
+    from recon.imageio import to_rgb_array
+    rgb = Image.new("RGB", (3, 2), COLOUR)
+    assert np.abs(to_rgb_array(rgb.convert("HSV")).astype(int) - COLOUR).max() <= 1
+    assert np.abs(to_rgb_array(rgb.convert("RGBA").convert("RGBa")).astype(int) - COLOUR).max() <= 1
+    assert np.abs(to_rgb_array(rgb.convert("RGBX")).astype(int) - COLOUR).max() == 0
+
+
+@pytest.mark.parametrize("mode, key", [("L", 0), ("RGB", (0, 0, 0))])
+def test_a_trns_colour_key_is_transparent_like_alpha(mode, key, tmp_path):
+    """A PNG tRNS colour key (no alpha channel) marks the keyed pixels transparent: white, not black."""
+    array = np.zeros((4, 4) if mode == "L" else (4, 4, 3), np.uint8)
+    array[0, 0] = 90
+    Image.fromarray(array, mode).save(tmp_path / "keyed.png", transparency=key)
+    out = load_image(tmp_path / "keyed.png")
+    assert (out[1:, 1:] == 255).all() and (out[0, 0] == 90).all()
+
+
+# -- whatever Pillow raises is ours to catch ----------------------------------------------------------
+def test_unparsable_exif_loads_unrotated_with_a_warning(tmp_path, monkeypatch):
+    """As a 40x96 JPEG with Orientation 6 and a zero-denominator ExposureBiasValue did with Pillow 11."""
+    import struct
+
+    from PIL import ImageOps
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (96, 40), COLOUR).save(tmp_path / "bad_exif.jpg", exif=exif)
+
+    def broken_exif(im, **kwargs):
+        raise struct.error("unpack requires a buffer of 8 bytes")
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken_exif)
+    with pytest.warns(UserWarning, match="EXIF orientation unreadable"):
+        out = load_image(tmp_path / "bad_exif.jpg")
+    assert out.shape == (40, 96, 3)
+
+
+def test_any_decoder_exception_becomes_image_load_error(tmp_path, monkeypatch):
+    import struct
+    Image.new("RGB", (8, 8), COLOUR).save(tmp_path / "x.png")
+
+    def broken_load(self, *args):
+        raise struct.error("bad chunk")
+
+    monkeypatch.setattr(Image.Image, "convert", broken_load)
+    with pytest.raises(ImageLoadError, match="x.png.*struct.error|x.png.*error"):
+        load_image(tmp_path / "x.png")
+
+
+# -- the folder walk asks Pillow --------------------------------------------------------------------
+def test_folder_walk_takes_every_format_pillow_opens_and_lists_unreadable_ones(tmp_path):
+    from PIL import features
+
+    from recon.imageio import list_images
+    from training.data import load_image_set
+    Image.new("RGB", (8, 8), COLOUR).save(tmp_path / "a.jfif", "JPEG")
+    Image.new("RGB", (8, 8), COLOUR).save(tmp_path / "b.mpo", "JPEG")
+    if features.check("avif"):
+        Image.new("RGB", (8, 8), COLOUR).save(tmp_path / "c.avif")
+    (tmp_path / "d.heic").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 32)  # no HEIF plugin here
+    (tmp_path / "notes.txt").write_text("not an image")
+    files = list_images(tmp_path)
+    names = [p.name for p in files]
+    assert "notes.txt" not in names and {"a.jfif", "b.mpo", "d.heic"} <= set(names)
+    assert ("c.avif" in names) == features.check("avif")
+    loaded = load_image_set(files)
+    assert [p.name for p, _ in loaded.skipped] == ["d.heic"]
+    assert len(loaded.images) == len(files) - 1

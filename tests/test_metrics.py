@@ -49,3 +49,42 @@ def test_error_map(pair):
     a, b = pair
     e = error_map(a, b)
     assert e.shape == (48, 40) and np.allclose(e, np.abs(a - b).mean(-1), atol=1e-6)
+
+
+# -- what the metrics accept: uint8, uint16, float in [0, 1]; anything else is refused -------------
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "float64"])
+def test_every_accepted_dtype_gives_the_same_metrics(pair, dtype):
+    a, b = (np.round(x * 255) / 255 for x in pair)  # exactly representable in uint8
+    reference = image_metrics(a, b, lpips_net=None)
+    scale = {"uint8": 255, "uint16": 65535}.get(dtype)
+    a, b = ((x * scale).round().astype(dtype) if scale else x.astype(dtype) for x in (a, b))
+    m = image_metrics(a, b, lpips_net=None)
+    assert m["psnr"] == pytest.approx(reference["psnr"], abs=1e-3) and m["ssim"] == pytest.approx(reference["ssim"], abs=1e-4)
+
+
+def test_two_uint8_images_are_not_read_as_floats(pair):
+    """They gave -26.5 dB when uint8 was taken for [0, 1] floats; the same pair as floats: about 20 dB."""
+    a, b = ((x * 255).round().astype(np.uint8) for x in pair)
+    assert 15 < image_metrics(a, b, lpips_net=None)["psnr"] < 30
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda a: a * 255.0, r"must lie in \[0, 1\].*0\.\.255"),  # a float image in 0..255
+    (lambda a: a - 0.5, r"must lie in \[0, 1\]"),
+    (lambda a: (a * 255).astype(np.int32), "dtype int32"),
+    (lambda a: a > 0.5, "dtype bool"),
+    (lambda a: np.where(a > 0.5, np.nan, a), "NaN"),
+])
+def test_out_of_range_or_unknown_dtypes_raise(pair, bad, message):
+    with pytest.raises(ValueError, match=message):
+        image_metrics(pair[0], bad(pair[1]))
+
+
+def test_small_images_give_undefined_metrics_instead_of_errors():
+    """SSIM's 11 px window and AlexNet's 31 px input do not fit: NaN, while PSNR is still defined."""
+    import math
+    for shape in [(1, 1, 3), (9, 40, 3), (8, 750, 3), (24, 24, 3)]:
+        a = np.random.default_rng(0).random(shape)
+        m = image_metrics(a, np.clip(a + 0.05, 0, 1))
+        assert math.isfinite(m["psnr"]) and math.isnan(m["lpips"])
+        assert math.isnan(m["ssim"]) == (min(shape[:2]) < 11)

@@ -121,3 +121,23 @@ def test_a_bfloat16_model_returns_float32_arrays_at_several_sizes(tmp_path, tiny
         assert rec.output.shape == reference.output.shape and rec.features.shape == reference.features.shape
         assert psnr(reference.output, rec.output) > 30  # the same picture, rounded differently
     assert Reconstructor.from_pretrained(folder).precision == "float32"  # the default stays exact
+
+
+@pytest.mark.parametrize("dtype, scale", [("uint8", 255), ("uint16", 65535), ("float32", 1), ("float64", 1)])
+def test_reconstruct_reads_each_dtype_by_its_range(tiny_config, dtype, scale):
+    from tests.conftest import smooth_image
+    model = Reconstructor(tiny_config)
+    image = smooth_image(40, 40, seed=1).astype(np.float64) / 255
+    expected = model.reconstruct(image.astype(np.float32)).output
+    out = model.reconstruct((image * scale).round().astype(dtype) if scale > 1 else image.astype(dtype)).output
+    assert out.dtype == np.float32 and np.abs(out - expected).max() < 0.02
+
+
+@pytest.mark.parametrize("bad, message", [(lambda a: a * 255.0, r"\[0, 1\]"), (lambda a: a.astype(np.int64), "int64")])
+def test_reconstruct_refuses_what_it_cannot_read(tiny_config, bad, message):
+    model = Reconstructor(tiny_config)
+    image = np.random.default_rng(0).random((32, 32, 3))
+    with pytest.raises(ValueError, match=message):
+        model.reconstruct(bad(image))
+    with pytest.raises(ValueError, match=message):
+        model.encode(bad(image))

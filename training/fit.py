@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from recon.config import VGG16_LAYERS, ReconConfig
+from recon.metrics import SSIM_MIN_SIZE
 from recon.decoder import build_decoder
 from recon.encoder import build_encoder
 from recon.pipeline import Reconstructor
@@ -40,11 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-data", help="folder of validation images; default: a hash split of --data")
     p.add_argument("--out", required=True, help="run folder (becomes a model folder)")
     p.add_argument("--layer", default="block3_conv3", choices=list(VGG16_LAYERS))
-    p.add_argument("--image-size", type=int, default=224, help="model size; validation images are shown at it")
-    p.add_argument("--crop-size", type=int, help="train on random crops of this size (else whole images)")
-    p.add_argument("--crops-per-image", type=int, default=8, help="samples per image per epoch")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--image-size", type=positive_int, default=224, help="model size; validation images are shown at it")
+    p.add_argument("--crop-size", type=positive_int, help="train on random crops of this size (else whole images)")
+    p.add_argument("--crops-per-image", type=positive_int, default=8, help="samples per image per epoch")
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay)")
     p.add_argument("--minutes", type=float,
                    help="train for this long instead: cosine decay over wall-clock time, --epochs an upper bound")
@@ -71,7 +72,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the finished model folder")
     p.add_argument("--verbose", type=int, default=1, help="Keras progress: 1 bar, 2 one line per epoch")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.init_from:  # a warm start's layer comes from its folder: checked once that is read
+        problem = size_problem(args.layer, args.image_size, args.crop_size)
+        if problem:
+            p.error(problem)
+    return args
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def size_problem(layer: str, image_size: int, crop_size: int | None) -> str | None:
+    """Why these sizes cannot train `layer`, or None: every side a multiple of the layer's stride,
+    and at least the 11 px the SSIM term of the loss needs."""
+    stride = VGG16_LAYERS[layer][1]
+    for flag, size in (("--image-size", image_size), ("--crop-size", crop_size)):
+        if size is not None and (size % stride or size < SSIM_MIN_SIZE):
+            smallest = max(stride, -(-SSIM_MIN_SIZE // stride) * stride)
+            return (f"{flag} {size}: {layer} needs a multiple of its stride {stride} of at least {smallest} px "
+                    f"(the SSIM loss's window is {SSIM_MIN_SIZE} px)")
+    return None
 
 
 def main(argv=None, callbacks=()) -> Path:
@@ -82,8 +107,10 @@ def main(argv=None, callbacks=()) -> Path:
             raise SystemExit(f"--resume: {out} holds no run to resume")
         saved = json.loads((out / "run_config.json").read_text())
         args = argparse.Namespace(**({"precision": "float32"} | saved | {"resume": True, "epochs": args.epochs, "verbose": args.verbose}))
-    elif (out / "run_config.json").exists():
+    elif (out / "history.json").exists() or (out / "backup").exists():
         raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    elif (out / "run_config.json").exists():  # a start that failed before its first epoch ended
+        print(f"{out}: replacing a run that never finished an epoch")
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
     keras.utils.set_random_seed(args.seed)
@@ -118,6 +145,9 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
     start = Reconstructor.from_pretrained(args.init_from) if args.init_from else None
     if start is not None:
         cfg = start.config
+        problem = size_problem(cfg.layer, cfg.image_size, args.crop_size)
+        if problem:
+            raise SystemExit(f"--init-from {args.init_from}: {problem}")
     elif args.resume:
         cfg = ReconConfig.load(out / "config.json")
     else:
