@@ -1,6 +1,7 @@
 """Gradio demo: see what a VGG16 layer keeps of an image, by reconstructing the image from it.
 
-    python app.py [--model REPO_OR_DIR] [--revision REV] [--host 127.0.0.1] [--port 7860] [--share]
+    python app.py [--model REPO_OR_DIR] [--revision REV] [--host 127.0.0.1] [--port 7860] [--share] [--precision auto]
+    GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=7860 RECON_MODEL=user/repo python app.py   # a Space, Docker
 
 Tabs: Upload (input vs reconstruction, error map, metrics, download), Webcam (live
 reconstruction with PSNR/SSIM and fps), Features (strongest channels of the layer), Ablation
@@ -22,11 +23,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's own log lines
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None,
-                        help="Hub repo id or local model folder (default: the bundled models/vgg16-block3_conv3)")
-    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) for --model")
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--model", default=os.environ.get("RECON_MODEL"),
+                        help="Hub repo id or local model folder (default: $RECON_MODEL, else the bundled "
+                             "models/vgg16-block3_conv3)")
+    parser.add_argument("--revision", default=os.environ.get("RECON_REVISION"),
+                        help="Hub revision (branch, tag or commit) for --model (default: $RECON_REVISION)")
+    # None leaves host and port to Gradio, which reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (as Hugging
+    # Face Spaces and Docker set-ups set them) and otherwise serves on 127.0.0.1:7860
+    parser.add_argument("--host", default=None, help="address to serve on, 0.0.0.0 for all (default: "
+                                                     "$GRADIO_SERVER_NAME, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="what the models compute in; auto: bfloat16 on CPUs with AVX512-BF16/AMX (about 5x "

@@ -252,3 +252,43 @@ def test_tiny_images_at_own_size_reconstruct_and_say_which_metric_is_undefined(m
     assert x.shape == y.shape and np.isfinite(metrics["psnr"])
     assert metrics["ssim"] is None and metrics["lpips"] is None
     assert "SSIM needs at least 11 px" in status and "LPIPS needs at least 31 px" in status
+
+
+def listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on `port`, from /proc/net/tcp (Linux)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, local_port = local.split(":")
+        if state == "0A" and int(local_port, 16) == port:
+            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads listening sockets from /proc (Linux)")
+def test_gradio_server_variables_choose_host_and_port(tmp_path):
+    """As Hugging Face Spaces and Docker set-ups start it: no flags, GRADIO_SERVER_NAME/PORT set."""
+    import os
+    import time
+    import urllib.request
+
+    from tests.conftest import free_port
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=Path(app.__file__).parent, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None, "app.py exited"
+                time.sleep(0.5)
+        assert listening_addresses(port) == {"0.0.0.0"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
