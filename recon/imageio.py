@@ -7,12 +7,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # refuse larger files before decoding anything
 MAX_PIXELS = 40_000_000  # about 7300x5500; larger headers are decompression bombs for our purpose
 # Image formats Pillow cannot open here (without plugins), listed so that a folder walk names and counts
 # them as unreadable instead of passing over them in silence.
+# Formats Pillow registers that hold no photo (stubs for scientific data, video, vector graphics): their
+# suffixes (.h5 model weights, .mpg, .eps, ...) are not taken for images in a folder walk.
+NOT_PHOTO_FORMATS = {"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF", "FITS"}
 # Formats Pillow opens by their content but registers no suffix for: MPO (multi-picture JPEG, from
 # 3D and burst cameras).
 CONTENT_READABLE_SUFFIXES = {".mpo"}
@@ -78,10 +81,10 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
     white. 1/L/P/RGB/RGBX/CMYK/YCbCr/HSV use Pillow's exact conversions; LAB goes through a LAB ->
     sRGB colour transform; integer and float modes are scaled by their range: I and I;16* by 255
     when no value exceeds 255, else by 65535; F by 1 when no value exceeds 1, else as I. Anything
-    else raises ImageLoadError.
+    else raises ValueError.
     """
     mode = im.mode
-    if "transparency" in im.info and mode in ("1", "L", "P", "RGB"):  # a colour key: alpha from it
+    if mode in ("1", "L", "P", "RGB") and im.has_transparency_data:  # a colour key or an RGBA palette
         mode = "RGBA" if mode in ("P", "RGB") else "LA"
         im = im.convert(mode)
     if mode in ("RGBA", "RGBa", "LA", "La", "PA"):
@@ -91,23 +94,25 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
     if mode in ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV"):
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     if mode == "LAB":
+        from PIL import ImageCms  # needs Pillow built with LittleCMS; only LAB images need it
         srgb = ImageCms.profileToProfile(im, ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
                                          outputMode="RGB")
         return np.asarray(srgb, dtype=np.uint8).copy()
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        a = np.asarray(im, dtype=np.float64)
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         top = float(a.max()) if a.size else 0.0
         peak = 1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0
         grey = np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
-    raise ImageLoadError(f"unsupported image mode {mode!r}")
+    raise ValueError(f"unsupported image mode {mode!r}")  # load_image names the file
 
 
 def image_suffixes() -> set[str]:
     """File suffixes of every format Pillow can open here (its plugins decide, e.g. .avif, .jfif, .mpo),
     plus image formats it cannot, so that a folder walk reports those instead of skipping them silently."""
     Image.init()
-    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    readable = {ext for ext, fmt in Image.registered_extensions().items()
+                if fmt in Image.OPEN and fmt not in NOT_PHOTO_FORMATS}
     return readable | CONTENT_READABLE_SUFFIXES | UNREADABLE_IMAGE_SUFFIXES
 
 

@@ -63,7 +63,9 @@ def lpips(reference: np.ndarray, test: np.ndarray, net: str = "alex") -> float:
     net: "alex" (the LPIPS authors' default) or "vgg". NaN where the image is smaller than the
     network takes (31 px for AlexNet, 16 for VGG), since the distance is undefined there.
     """
-    from recon.lpips import MIN_SIZE
+    from recon.lpips import MIN_SIZE, NETS
+    if net not in NETS:
+        raise ValueError(f"LPIPS net must be one of {NETS}, not {net!r}")
     a, b = unit_pair(reference, test)
     if min(a.shape[:2]) < MIN_SIZE[net]:
         return math.nan

@@ -18,8 +18,8 @@ import numpy as np
 
 from recon.config import ConfigError, ReconConfig
 from recon.decoder import build_decoder
-from recon.encoder import (EncoderWeightsError, build_encoder, read_vgg_weights, resolve_weights_file,
-                           save_encoder_weights, set_vgg_weights)
+from recon.encoder import (TORCHVISION_FILE_ENV, EncoderWeightsError, build_encoder, read_vgg_weights,
+                           resolve_weights_file, save_encoder_weights, set_vgg_weights)
 from recon.imageio import center_crop_square, checked_image, resize, to_float
 from recon.metrics import image_metrics
 from recon.precision import dtype_policy, resolve_precision
@@ -113,17 +113,18 @@ class Reconstructor:
 
     @staticmethod
     def _encoder_file(folder: Path, config: ReconConfig) -> Path:
-        """The folder's own encoder file, else the package file its config names, checked by hash."""
-        if (folder / ENCODER_FILE).is_file():
-            return folder / ENCODER_FILE
+        """The package file a packaged encoder's config names, checked by hash (a stray encoder file
+        beside it, e.g. left in a Hub repo by an older upload, is ignored); else the folder's own."""
         if config.encoder_weights not in PACKAGED_ENCODERS or not config.encoder_sha256:
-            raise ModelFolderError(f"{folder} is missing {ENCODER_FILE}")
+            if not (folder / ENCODER_FILE).is_file():
+                raise ModelFolderError(f"{folder} is missing {ENCODER_FILE}")
+            return folder / ENCODER_FILE
         path = resolve_weights_file(config.encoder_weights)
         if file_sha256(path) != config.encoder_sha256:
             raise ModelFolderError(
-                f"{folder}: the installed {config.encoder_weights} weights ({path}) differ from those the "
-                f"model was trained with (SHA-256 {config.encoder_sha256[:12]}...); install the version in "
-                "requirements.txt")
+                f"{folder}: the {config.encoder_weights} weights at {path} differ from those the model was "
+                f"trained with (SHA-256 {config.encoder_sha256[:12]}...); install the version in "
+                f"requirements.txt, or unset {TORCHVISION_FILE_ENV} if it points at another file")
         return path
 
     def save_pretrained(self, folder: str | Path, encoder_dtype: str = "float32") -> Path:

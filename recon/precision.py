@@ -25,8 +25,8 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
 def has_cuda_gpu() -> bool:
     import keras
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        return bool(tf.config.list_physical_devices("GPU"))
+        import tensorflow as tf  # a Metal or ROCm "GPU" is not CUDA: float16 is not a given there
+        return tf.test.is_built_with_cuda() and bool(tf.config.list_physical_devices("GPU"))
     if keras.backend.backend() == "jax":
         import jax
         return any(d.platform == "gpu" for d in jax.devices())

@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--native", action="store_true", help="score at each image's own size")
     p.add_argument("--seed", type=int, default=0, help="picks the sample when there are more images")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
-                   help="what the model computes in (auto: bfloat16 on CPUs with AVX512-BF16/AMX); metrics stay float64")
+                   help="what the model computes in (auto: bfloat16 on CPUs with AVX512-BF16/AMX); "
+                        "metrics stay float64")
     return p.parse_args(argv)
 
 
@@ -89,18 +90,24 @@ def main(argv=None) -> dict:
                 "size": "native" if args.native else model.config.image_size, "precision": model.precision,
                 "model": {"path": str(model_dir), "description": model.describe()} | model.config.to_dict()}
     summary["model"].pop("feature_scale", None)
-    summary["per_image"] = [{k: None if v != v else v for k, v in r.items()} for r in per_image]  # NaN -> null
+    # NaN (a metric undefined on a tiny image, or on all of them) is written as null, which JSON has
+    summary = {k: ({s: None if v != v else v for s, v in m.items()} if k in METRICS else m) for k, m in summary.items()}
+    summary["per_image"] = [{k: None if v != v else v for k, v in r.items()} for r in per_image]
     (save_dir / "metrics_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot_histogram([r["psnr"] for r in per_image], "PSNR", "dB", save_dir / "psnr_histogram.png")
-    plot_histogram([r["ssim"] for r in per_image], "SSIM", "", save_dir / "ssim_histogram.png")
-    plot_histogram([r["lpips"] for r in per_image if np.isfinite(r["lpips"])], "LPIPS (AlexNet)", "lower is better",
-                   save_dir / "lpips_histogram.png")
+    histograms = (("psnr", "PSNR", "dB"), ("ssim", "SSIM", ""), ("lpips", "LPIPS (AlexNet)", "lower is better"))
+    for key, label, unit in histograms:
+        values = [r[key] for r in per_image if np.isfinite(r[key])]
+        if values:
+            plot_histogram(values, label, unit, save_dir / f"{key}_histogram.png")
     plot_reconstructions(samples, save_dir / "sample_reconstructions.png")
     if (model_dir / "history.json").is_file():
         plot_history(json.loads((model_dir / "history.json").read_text()), save_dir / "training_loss_curve.png")
-    print(f"{len(per_image)} images at {summary['size']}: PSNR {summary['psnr']['mean']:.2f} ± "
-          f"{summary['psnr']['std']:.2f} dB, SSIM {summary['ssim']['mean']:.4f} ± {summary['ssim']['std']:.4f}, "
-          f"MSE {summary['mse']['mean']:.5f}  -> {save_dir}")
+    def stat(name: str, digits: int) -> str:
+        mean, std = summary[name]["mean"], summary[name]["std"]
+        return "undefined" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    print(f"{len(per_image)} images at {summary['size']}: PSNR {stat('psnr', 2)} dB, SSIM {stat('ssim', 4)}, "
+          f"LPIPS {stat('lpips', 4)}, MSE {summary['mse']['mean']:.5f}  -> {save_dir}")
     return summary
 
 

@@ -2,8 +2,8 @@
 
     python -m training.export runs/a models/my-model [--float16] [--holdout PHOTOS]
 
-Keeps config.json, the decoder, the encoder where the folder holds one (re-saved as float16 with --float16, which halves it;
-check the held-out PSNR with `training.evaluate` afterwards), history.json, loss_curve.png,
+Keeps config.json, the decoder, the encoder where the folder holds one (re-saved as float16 with
+--float16, which halves it; check the held-out PSNR with `training.evaluate` afterwards), history.json, loss_curve.png,
 run_config.json, split.json and the last sample grid; leaves out backups and per-epoch grids.
 With --holdout it also scores the model there (`training.evaluate`: metrics_summary.json, histograms,
 samples.png of held-out reconstructions) and writes the model card, as the bundled models have them.

@@ -60,9 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--encoder-weights", default="imagenet-torchvision",
                    help="imagenet-torchvision | imagenet | hed-bsds500 | random | FILE")
-    p.add_argument("--precision", default="auto", choices=["auto", *TRAINING_POLICIES],
-                   help="Keras dtype policy; auto: mixed_bfloat16 on CPUs with AMX/AVX512-BF16, "
-                        "mixed_float16 on CUDA GPUs, else float32. Weights are saved float32 either way")
+    p.add_argument("--precision", default="auto", choices=["auto", *TRAINING_POLICIES, "bfloat16", "float16"],
+                   help="Keras dtype policy (bfloat16 and float16 mean their mixed_ policies); auto: "
+                        "mixed_bfloat16 on CPUs with AMX/AVX512-BF16, mixed_float16 on CUDA GPUs, else float32. "
+                        "Weights are saved float32 either way")
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"))
     p.add_argument("--no-cache", action="store_true",
@@ -103,18 +104,22 @@ def main(argv=None, callbacks=()) -> Path:
     args = parse_args(argv)
     out = Path(args.out)
     if args.resume:
-        if not (out / "run_config.json").is_file():
+        if not (out / "run_config.json").is_file() or not (out / "config.json").is_file():
             raise SystemExit(f"--resume: {out} holds no run to resume")
         saved = json.loads((out / "run_config.json").read_text())
-        args = argparse.Namespace(**({"precision": "float32"} | saved | {"resume": True, "epochs": args.epochs, "verbose": args.verbose}))
+        resumed = {"resume": True, "epochs": args.epochs, "verbose": args.verbose}
+        args = argparse.Namespace(**({"precision": "float32"} | saved | resumed))  # older runs trained in float32
     elif (out / "history.json").exists() or (out / "backup").exists():
         raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     elif (out / "run_config.json").exists():  # a start that failed before its first epoch ended
         print(f"{out}: replacing a run that never finished an epoch")
+    # the policy resolved here is what run_config.json records, so a resume elsewhere trains the same way
+    args.precision = policy = (training_policy(resolve_precision()) if args.precision == "auto"
+                               else args.precision if args.precision in TRAINING_POLICIES
+                               else training_policy(args.precision))
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
     keras.utils.set_random_seed(args.seed)
-    policy = training_policy(resolve_precision()) if args.precision == "auto" else args.precision
     print(f"precision: {policy}")
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)  # float32 variables, so saved weights do not depend on it
@@ -179,8 +184,11 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
         sample_features = features[:256]
     if cfg.feature_scale is None:
         cfg.feature_scale = feature_rms(sample_features)
-    # a warm start trains the loaded decoder on; a resumed run gets its weights from the backup
-    decoder = start.decoder if start is not None and not args.resume else build_decoder(cfg)
+    # a warm start trains the loaded decoder's weights on (in this run's precision); a resumed run
+    # gets its weights from the backup
+    decoder = build_decoder(cfg)
+    if start is not None and not args.resume:
+        decoder.set_weights(start.decoder.get_weights())
     if not args.resume:  # loadable from the start; a resumed run keeps its best checkpoint
         Reconstructor(cfg, encoder, decoder).save_pretrained(out)
 
