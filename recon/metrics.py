@@ -31,19 +31,31 @@ def unit_pair(reference, test) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mse(reference: np.ndarray, test: np.ndarray) -> float:
-    return float(mean_squared_error(*unit_pair(reference, test)))
+    return _mse(*unit_pair(reference, test))
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     """PSNR in dB on [0,1] (data range 1); infinite for identical images."""
-    with np.errstate(divide="ignore"):
-        return float(peak_signal_noise_ratio(*unit_pair(reference, test), data_range=DATA_RANGE))
+    return _psnr(*unit_pair(reference, test))
 
 
 def ssim(reference: np.ndarray, test: np.ndarray) -> float:
     """SSIM as Wang et al. 2004 define it: 11x11 Gaussian window (sigma 1.5), per channel, averaged.
     NaN for images under SSIM_MIN_SIZE px on a side, where the window does not fit."""
-    a, b = unit_pair(reference, test)
+    return _ssim(*unit_pair(reference, test))
+
+
+# The same on a pair unit_pair has already checked (image_metrics checks once for all of them).
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(mean_squared_error(a, b))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    with np.errstate(divide="ignore"):
+        return float(peak_signal_noise_ratio(a, b, data_range=DATA_RANGE))
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     if min(a.shape[:2]) < SSIM_MIN_SIZE:
         return math.nan
     return float(structural_similarity(a, b, data_range=DATA_RANGE, channel_axis=-1 if a.ndim == 3 else None,
@@ -80,7 +92,7 @@ def image_metrics(reference: np.ndarray, test: np.ndarray, lpips_net: str | None
         {'mse': 0.0021, 'psnr': 26.8, 'ssim': 0.83, 'lpips': 0.12}
     """
     a, b = unit_pair(reference, test)
-    out = {"mse": mse(a, b), "psnr": psnr(a, b), "ssim": ssim(a, b)}
+    out = {"mse": _mse(a, b), "psnr": _psnr(a, b), "ssim": _ssim(a, b)}
     if lpips_net:
         out["lpips"] = lpips(a, b, lpips_net)
     return out
