@@ -29,8 +29,8 @@ fit() {  # fit NAME MINUTES [args...]
     echo "$name: exit $?"
 }
 
-fit vgg16-block3_conv3 100 --layer block3_conv3
-fit vgg16-block1_conv2 5 --layer block1_conv2
-fit vgg16-block2_conv2 7 --layer block2_conv2
-fit vgg16-block4_conv3 8 --layer block4_conv3
-fit vgg16-block5_conv3 8 --layer block5_conv3
+layers=${LAYERS:-block3_conv3 block1_conv2 block2_conv2 block4_conv3 block5_conv3}  # a subset: LAYERS="..."
+declare -A budget=([block3_conv3]=100 [block1_conv2]=4 [block2_conv2]=5 [block4_conv3]=6 [block5_conv3]=6)
+for layer in $layers; do
+    fit "vgg16-$layer" "${budget[$layer]}" --layer "$layer"
+done
