@@ -55,7 +55,7 @@ def main(argv=None) -> list[dict]:
               f"| {r['lpips']['mean']:.3f} ± {r['lpips']['std']:.3f} |")
     print(f"\n({rows[0]['count']} held-out images from {args.data}, center-cropped to 224x224)")
 
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1), 3))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1), 3.5))
     axes[0].imshow(panels[0][1])
     axes[0].set_title("original", fontsize=9)
     for ax, (layer, _, output, m) in zip(axes[1:], panels):

@@ -56,6 +56,8 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 return to_rgb_array(exif_upright(im, name))
     except (ImageLoadError, MemoryError):
         raise
+    except FileNotFoundError:
+        raise ImageLoadError(f"{name}: no such file") from None
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(f"{name}: not a readable image ({e})") from None
     except Exception as e:  # whatever Pillow, its plugins or its EXIF parsing raise (struct.error, ...)

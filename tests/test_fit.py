@@ -238,6 +238,7 @@ def test_export_with_a_holdout_scores_the_model_and_writes_its_card(tmp_path, ph
     (["--crop-size", "8"], "at least 12 px"),
     (["--image-size", "31"], "--image-size 31"),
     (["--batch-size", "0"], "positive integer"),
+    (["--val-data", "/nonexistent/photos"], "--val-data /nonexistent/photos: no such folder"),
 ])
 def test_bad_sizes_are_refused_before_any_work(tmp_path, photo_dir, capsys, flags, message):
     with pytest.raises(SystemExit) as e:

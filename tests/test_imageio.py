@@ -67,6 +67,11 @@ def test_oversized_file_refused(tmp_path, monkeypatch):
         load_image(tmp_path / "big.png")
 
 
+def test_a_missing_file_says_so(tmp_path):
+    with pytest.raises(ImageLoadError, match="nowhere.png: no such file"):
+        load_image(tmp_path / "nowhere.png")
+
+
 def test_one_pixel_image(tmp_path):
     Image.new("RGB", (1, 1), (10, 20, 30)).save(tmp_path / "dot.png")
     assert load_image(tmp_path / "dot.png").tolist() == [[[10, 20, 30]]]

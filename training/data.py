@@ -227,7 +227,10 @@ def save_png(array: np.ndarray, path: Path) -> None:
 
 
 def find_images(folder, limit: int | None = None) -> list[Path]:
-    files = list_images(folder)
+    try:
+        files = list_images(folder)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     if not files:
         raise SystemExit(f"no images found under {folder}")
     return files[:limit] if limit else files

@@ -74,6 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the finished model folder")
     p.add_argument("--verbose", type=int, default=1, help="Keras progress: 1 bar, 2 one line per epoch")
     args = p.parse_args(argv)
+    for flag, folder in (("--data", args.data), ("--val-data", args.val_data)):
+        if folder is not None and not Path(folder).is_dir():
+            p.error(f"{flag} {folder}: no such folder")
     if not args.init_from:  # a warm start's layer comes from its folder: checked once that is read
         problem = size_problem(args.layer, args.image_size, args.crop_size)
         if problem:
