@@ -20,9 +20,9 @@ import keras
 import numpy as np
 
 from recon.config import VGG16_LAYERS, ReconConfig
-from recon.metrics import SSIM_MIN_SIZE
 from recon.decoder import build_decoder
 from recon.encoder import build_encoder
+from recon.metrics import SSIM_MIN_SIZE
 from recon.pipeline import Reconstructor
 from recon.precision import resolve_precision, training_policy
 from training.data import (CachedCrops, FeatureCache, OnTheFlyCrops, encode_batches, feature_rms, find_images,
@@ -41,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-data", help="folder of validation images; default: a hash split of --data")
     p.add_argument("--out", required=True, help="run folder (becomes a model folder)")
     p.add_argument("--layer", default="block3_conv3", choices=list(VGG16_LAYERS))
-    p.add_argument("--image-size", type=positive_int, default=224, help="model size; validation images are shown at it")
+    p.add_argument("--image-size", type=positive_int, default=224,
+                   help="model size; validation images are shown at it")
     p.add_argument("--crop-size", type=positive_int, help="train on random crops of this size (else whole images)")
     p.add_argument("--crops-per-image", type=positive_int, default=8, help="samples per image per epoch")
     p.add_argument("--epochs", type=positive_int, default=10)
