@@ -34,8 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                      "$GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
+    # recon.precision.PRECISIONS, spelled out: importing recon here would load TensorFlow before --help
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="what the models compute in; auto: bfloat16 on CPUs with AVX512-BF16/AMX (about 5x "
+                        help="what the models compute in; auto: bfloat16 on CPUs with AVX512-BF16/AMX (about 2x "
                              "faster), float16 on CUDA GPUs, else float32")
     return parser.parse_args(argv)
 

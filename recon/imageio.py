@@ -11,14 +11,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # refuse larger files before decoding anything
 MAX_PIXELS = 40_000_000  # about 7300x5500; larger headers are decompression bombs for our purpose
-# Image formats Pillow cannot open here (without plugins), listed so that a folder walk names and counts
-# them as unreadable instead of passing over them in silence.
 # Formats Pillow registers that hold no photo (stubs for scientific data, video, vector graphics): their
 # suffixes (.h5 model weights, .mpg, .eps, ...) are not taken for images in a folder walk.
 NOT_PHOTO_FORMATS = {"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF", "FITS"}
 # Formats Pillow opens by their content but registers no suffix for: MPO (multi-picture JPEG, from
 # 3D and burst cameras).
 CONTENT_READABLE_SUFFIXES = {".mpo"}
+# Image formats Pillow cannot open here (without plugins), listed so that a folder walk names and counts
+# them as unreadable instead of passing over them in silence.
 UNREADABLE_IMAGE_SUFFIXES = {".heic", ".heif", ".jxl", ".avif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf",
                              ".orf", ".rw2", ".svg", ".exr", ".hdr"}
 

@@ -39,6 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def nan_to_null(record: dict) -> dict:
+    return {k: None if v != v else v for k, v in record.items()}
+
+
 def trained_hashes(model_dir: Path) -> set[str]:
     split = model_dir / "split.json"
     if not split.is_file():
@@ -91,8 +95,8 @@ def main(argv=None) -> dict:
                 "model": {"path": str(model_dir), "description": model.describe()} | model.config.to_dict()}
     summary["model"].pop("feature_scale", None)
     # NaN (a metric undefined on a tiny image, or on all of them) is written as null, which JSON has
-    summary = {k: ({s: None if v != v else v for s, v in m.items()} if k in METRICS else m) for k, m in summary.items()}
-    summary["per_image"] = [{k: None if v != v else v for k, v in r.items()} for r in per_image]
+    summary |= {name: nan_to_null(summary[name]) for name in METRICS}
+    summary["per_image"] = [nan_to_null(r) for r in per_image]
     (save_dir / "metrics_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     histograms = (("psnr", "PSNR", "dB"), ("ssim", "SSIM", ""), ("lpips", "LPIPS (AlexNet)", "lower is better"))
     for key, label, unit in histograms:
