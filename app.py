@@ -6,10 +6,13 @@
 Tabs: Upload (input vs reconstruction, error map, metrics, download), Webcam (live
 reconstruction with PSNR/SSIM and fps), Features (strongest channels of the layer), Ablation
 (reconstruct from altered features), Refine (feature matching from the decoder's guess, streamed
-step by step) and Model (what is loaded, and how well it does on held-out photos). The handlers at
-the top are plain functions over `recon.Reconstructor`, so they can be tested and benchmarked without
-a browser; `build_demo` wires them into a `gr.Blocks`. Importing this module loads no model and
-touches no network.
+step by step), Layers (the same photo from every bundled layer, with a quality-by-depth plot) and
+Model (what is loaded, and how well it does on held-out photos). The handlers at the top are plain
+functions over `recon.Reconstructor`, so they can be tested and benchmarked without a browser; one
+small builder per tab wires them into a `gr.Blocks`. Every input change re-runs what depends on it
+and the newest input wins (`trigger_mode="always_last"`); expected errors reach the page as one
+`gr.Error` toast and the server log as one line. Importing this module loads no model and touches
+no network.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ if __name__ == "__main__":
     parse_args()  # --help and bad arguments answer now, before Gradio and TensorFlow load (seconds)
     start_tensorflow_quietly()
 
+import functools  # noqa: E402
+import inspect  # noqa: E402
+import logging  # noqa: E402
 import re  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -81,8 +87,9 @@ import numpy as np  # noqa: E402
 
 from recon import ImageLoadError, ModelFolderError, Reconstructor, load_image  # noqa: E402
 from recon import features as F  # noqa: E402
+from recon.config import VGG16_LAYERS  # noqa: E402
 from recon.imageio import MAX_FILE_BYTES, to_uint8  # noqa: E402
-from recon.metrics import error_map, image_metrics  # noqa: E402
+from recon.metrics import ERROR_MAP_MAX, error_map, image_metrics  # noqa: E402
 from recon.refine import feature_matching  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -90,13 +97,70 @@ MODELS_DIR = ROOT / "models"
 BUNDLED_MODEL = MODELS_DIR / "vgg16-block3_conv3"
 EXAMPLES_DIR = ROOT / "examples"
 MAX_NATIVE_SIDE = 1024  # "own size" above this is scaled down: a 20-megapixel photo would take minutes on CPU
-ERROR_MAP_MAX = 0.25  # fixed colour range of the error map, so maps of different images compare
 FPS_WINDOW_S = 3.0  # the webcam fps is measured over the frames of the last few seconds
-RESOLUTIONS = [("trained size (square crop)", "trained"), ("the image's own size", "native")]
+NO_UPLOAD = "Upload an image in the Upload tab first."  # what every tab but Upload says without one
+log = logging.getLogger("recon.app")
+RESOLUTIONS = [("trained size (square crop)", "trained"), ("whole image at the model's scale", "scaled"),
+               ("the image's own size", "native")]
 MAX_REFINE_STEPS = 300  # about 2.5 minutes at block3_conv3 on 2 CPU cores
 REFINE_STREAM_EVERY = 2  # steps between streamed frames; Stop takes effect at the next frame, so keep it short
 ABLATIONS = [("keep only the K strongest channels", "top_k"), ("zero one channel", "zero_channel"),
              ("quantize to n bits", "quantize")]
+
+
+# -- errors: one way to the page --------------------------------------------------------------------
+EXPECTED_ERRORS = (ImageLoadError, ModelFolderError, ValueError)  # the visitor's input, not a bug
+
+
+def page_errors(outputs: int = 0, status: int | None = None):
+    """Decorate a handler so that its failures reach the page one way: a toast with the reason.
+
+    Expected failures (gr.Error, a file that cannot be read, an unusable image) are logged as one
+    line; anything else is a bug, logged with its traceback and shown by type and message. A handler
+    with a status line (its `status`-th of `outputs` outputs) does not fail its event: it shows the
+    toast, clears its other outputs and says what went wrong in the status line. Gradio drops a
+    trigger deferred by trigger_mode="always_last" when the running event fails, so failing would
+    lose the visitor's next upload; handlers without a status line raise gr.Error.
+    """
+    def decorate(handler):
+        def failed(e: Exception):
+            if isinstance(e, (gr.Error, *EXPECTED_ERRORS)):
+                message = e.message if isinstance(e, gr.Error) else str(e)
+                log.info("%s: %s", handler.__name__, message)
+            else:
+                message = f"Something went wrong ({type(e).__name__}: {e})."
+                log.exception("%s failed", handler.__name__)
+            if status is None:
+                raise gr.Error(message, print_exception=False) from None
+            gr.Warning(message, title="Error")
+            return tuple(f"⚠ {message}" if i == status else None for i in range(outputs))
+
+        if inspect.isgeneratorfunction(handler):
+            @functools.wraps(handler)
+            def streamed(*args, **kwargs):
+                try:
+                    yield from handler(*args, **kwargs)
+                except Exception as e:
+                    yield failed(e)
+            return streamed
+
+        @functools.wraps(handler)
+        def wrapped(*args, **kwargs):
+            try:
+                return handler(*args, **kwargs)
+            except Exception as e:
+                return failed(e)
+        return wrapped
+    return decorate
+
+
+def percent(fraction: float) -> str:
+    """A share as a percentage that never rounds to a claim it is not (99.97% is not "100%")."""
+    if 0 < fraction < 0.001:
+        return "<0.1%"
+    if 0.999 < fraction < 1:
+        return ">99.9%"
+    return f"{fraction:.1%}"
 
 
 # -- handlers: plain functions over a Reconstructor ---------------------------------------------
@@ -111,11 +175,17 @@ def read_upload(path) -> np.ndarray:
 
 
 def inference_size(model: Reconstructor, image: np.ndarray, resolution: str):
-    """`reconstruct`'s size argument: "trained", or the image's own size capped at MAX_NATIVE_SIDE."""
-    if resolution != "native":
+    """`reconstruct`'s size argument for a resolution choice (RESOLUTIONS):
+
+    "trained": the center square at the trained size; "scaled": the whole image with its short side
+    at the trained size (aspect kept, so nothing is cropped); "native": the image's own size. The
+    long side is capped at MAX_NATIVE_SIDE.
+    """
+    if resolution not in ("scaled", "native"):
         return "trained"
     h, w = image.shape[:2]
-    scale = min(1.0, MAX_NATIVE_SIDE / max(h, w))
+    scale = model.config.image_size / min(h, w) if resolution == "scaled" else 1.0
+    scale = min(scale, MAX_NATIVE_SIDE / max(h, w))
     return (max(1, round(h * scale)), max(1, round(w * scale)))
 
 
@@ -208,7 +278,7 @@ def clamp_channel(model: Reconstructor, channel) -> int:
 
 def feature_view(model: Reconstructor, path, resolution: str = "trained", top_n: int = 16, channel: int | None = None):
     """Features tab: the top-N channels as captioned tiles, one channel large (default: the strongest),
-    a summary line, and the channel shown."""
+    a summary line, and the channel shown. `tile_index(tiles, channel)` says which tile to highlight."""
     if channel is not None:
         channel = clamp_channel(model, channel)
     _, feats = encode_upload(model, path, resolution)
@@ -220,10 +290,15 @@ def feature_view(model: Reconstructor, path, resolution: str = "trained", top_n:
     rank = int(np.sum(means > means[channel])) + 1
     h, w, c = feats.shape
     summary = (f"**{model.config.layer}** features: {h} × {w} × {c} (stride {model.config.stride}) · "
-               f"sparsity **{F.sparsity(feats):.1%}** zeros after ReLU  \n"
+               f"sparsity **{percent(F.sparsity(feats))}** zeros after ReLU  \n"
                f"Channel {channel}: mean {means[channel]:.3g} (rank {rank} of {c}), max {one.max():.3g}, "
-               f"{np.mean(one == 0):.0%} zeros")
+               f"{percent(float(np.mean(one == 0)))} zeros")
     return tiles, F.channel_image(feats, channel, size=384), summary, channel
+
+
+def tile_index(tiles, channel: int) -> int | None:
+    """Which tile of the gallery shows `channel` (None: it is not among the strongest shown)."""
+    return next((i for i, (_, caption) in enumerate(tiles) if caption.startswith(f"ch {channel} ")), None)
 
 
 def ablate(model: Reconstructor, path, resolution: str = "trained", mode: str = "top_k", k: int = 8,
@@ -274,6 +349,55 @@ def refine_upload(model: Reconstructor, path, steps: int = 100, every: int = REF
         raise gr.Error(f"Cannot refine: {e}") from None
 
 
+def compare_layers(models: list[Reconstructor], path, resolution: str = "trained"):
+    """Layers tab: the photo reconstructed by each model, shallow layer to deep.
+
+    Returns gallery tiles (the model input first, then one per layer captioned with PSNR, SSIM and
+    LPIPS), a quality-by-depth figure, and a markdown table of the same numbers.
+    """
+    image = read_upload(path)
+    models = sorted(models, key=lambda m: list(VGG16_LAYERS).index(m.config.layer))
+    tiles, rows = [], []
+    for model in models:
+        rec = model.reconstruct(image, inference_size(model, image, resolution))
+        m = rounded(rec.metrics())
+        if not tiles:
+            tiles.append((to_uint8(rec.input), f"input {rec.input.shape[1]}×{rec.input.shape[0]}"))
+        c = model.config
+        tiles.append((to_uint8(rec.output), f"{c.layer} · {shown(m['psnr'], '.1f')} dB · SSIM {shown(m['ssim'], '.3f')} "
+                                            f"· LPIPS {shown(m['lpips'], '.3f')}"))
+        rows.append({"layer": c.layer, "stride": c.stride, "channels": c.channels, **m})
+    table = ["| layer | stride | channels | PSNR (dB) | SSIM | LPIPS (lower is better) |", "|---|---|---|---|---|---|"]
+    table += [f"| {r['layer']} | {r['stride']} | {r['channels']} | {shown(r['psnr'], '.2f')} | {shown(r['ssim'], '.3f')} "
+              f"| {shown(r['lpips'], '.3f')} |" for r in rows]
+    return tiles, quality_by_depth(rows), "\n".join(table)
+
+
+def shown(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def quality_by_depth(rows: list[dict]):
+    """PSNR (left axis) and SSIM, LPIPS (right axis, 0 to 1) against the layer, as a matplotlib Figure.
+    Built without pyplot, whose global state is not safe across Gradio's worker threads."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6.4, 2.8), layout="constrained")
+    ax = fig.add_subplot()
+    x = range(len(rows))
+    nan = lambda v: float("nan") if v is None else v  # noqa: E731
+    ax.plot(x, [nan(r["psnr"]) for r in rows], "o-", color="tab:blue", label="PSNR (dB)")
+    ax.set_ylabel("PSNR (dB)", color="tab:blue")
+    ax.set_xticks(list(x), [r["layer"] for r in rows], fontsize=8)
+    right = ax.twinx()
+    right.plot(x, [nan(r["ssim"]) for r in rows], "s--", color="tab:green", label="SSIM")
+    right.plot(x, [nan(r["lpips"]) for r in rows], "^:", color="tab:red", label="LPIPS (lower is better)")
+    right.set_ylim(0, 1)
+    lines = ax.get_lines() + right.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="lower left")
+    ax.set_title("How much each layer keeps of this photo", fontsize=10)
+    return fig
+
+
 # -- model panel ----------------------------------------------------------------------------------
 def read_model_card(folder: Path | None) -> tuple[dict, str]:
     """README.md of a model folder -> (YAML front matter, markdown body); empty when absent."""
@@ -321,14 +445,14 @@ def model_info(model: Reconstructor, name: str, folder: Path | None) -> str:
     """Model tab: what is loaded (config), how it was trained and scored (model card, metrics)."""
     c = model.config
     lines = [f"### {name}", "",
-             "| | |", "|---|---|",
+             "| Setting | Value |", "|---|---|",
              f"| Backbone | {c.backbone} |", f"| Layer | {c.layer} (stride {c.stride}, {c.channels} channels) |",
              f"| Encoder weights | {c.encoder_weights}{' (**random: tests only**)' if c.encoder_weights == 'random' else ''} |",
              f"| Decoder | {model.decoder.count_params():,} parameters, width {c.decoder_width}, "
              f"{c.num_res_blocks} residual blocks, upsampling {c.upsample} |",
              f"| Trained size | {c.image_size}×{c.image_size} |",
              f"| Precision | {model.precision} (inputs, outputs and metrics in float32/float64) |",
-             f"| Source | {folder if folder is not None else name} |"]
+             f"| Source | {shown_path(folder) if folder is not None else name} |"]
     meta, body = read_model_card(folder)
     for key, value in meta.items():
         if isinstance(value, (str, int, float)) or (isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)):
@@ -351,6 +475,15 @@ def model_info(model: Reconstructor, name: str, folder: Path | None) -> str:
     return "\n".join(lines)
 
 
+def shown_path(folder: Path) -> str:
+    """A folder as visitors may see it: relative to the app, never the server's absolute paths."""
+    folder = Path(folder).resolve()
+    for base in (ROOT, Path.cwd()):
+        if folder.is_relative_to(base):
+            return str(folder.relative_to(base))
+    return folder.name
+
+
 # -- models: which ones, loaded lazily ---------------------------------------------------------
 @dataclass
 class ModelStore:
@@ -360,6 +493,7 @@ class ModelStore:
     loaded: dict[str, Reconstructor] = field(default_factory=dict)
     default: str | None = None
     notice: str = ""  # shown at the top of the page: a model that could not be pulled or loaded
+    problem: str = ""  # the full reason behind the notice, for the server log (paths, advice)
     precision: str = "float32"  # what every model loaded here computes in (recon.precision)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -378,6 +512,23 @@ class ModelStore:
                 except ModelFolderError as e:
                     raise gr.Error(f"Cannot load model {name}: {e}") from None
             return self.loaded[name]
+
+    def one_per_layer(self) -> list[Reconstructor]:
+        """The local models, the first of each layer (the bundled default wins its layer)."""
+        from recon import ReconConfig
+        layers = {}
+        for name, folder in self.folders.items():
+            if folder is not None and (folder / "config.json").is_file():
+                layers.setdefault(ReconConfig.load(folder / "config.json").layer, name)
+        return [self.get(name) for name in layers.values()]
+
+
+def looks_like_path(model: str) -> bool:
+    """A --model that names a folder (that does not exist) rather than a Hub repo id "user/name"."""
+    text = str(model)
+    first = Path(text).parts[0] if Path(text).parts else ""
+    return (text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") != 1
+            or (first not in ("", ".") and Path(first).is_dir()))
 
 
 def find_model_folders(models_dir: Path = MODELS_DIR) -> dict[str, Path]:
@@ -414,6 +565,8 @@ def resolve_models(model=None, revision: str | None = None, models_dir: Path = M
         except gr.Error as e:
             del store.folders[name]
             problem = f"Could not load {model}: {e}"
+    elif model is not None and looks_like_path(model):
+        problem = f"Could not load {model}: no model folder there"
     elif model is not None:
         try:
             from hub import from_pretrained  # lazy: Hub support is optional, and touches the network
@@ -429,12 +582,17 @@ def resolve_models(model=None, revision: str | None = None, models_dir: Path = M
             store.default = name
             break
         except gr.Error as e:
-            problem = (problem + " " if problem else "") + f"Could not load {name}: {e}."
+            problem = (problem.rstrip(". ") + ". " if problem else "") + f"Could not load {name}: {e}"
             del store.folders[name]
-    if problem:
-        store.notice = problem + (f" Using {store.default} instead." if store.default else " No model is available.")
+    if problem:  # the server log gets the reason; visitors get no server paths or command-line advice
+        store.problem = problem.rstrip(". ") + "."
+        log.warning("%s%s", store.problem, f" Using {store.default} instead." if store.default else "")
+        asked = f"the model {model}" if model is not None else "the bundled models"
+        store.notice = (f"Could not load {asked} (the server log says why). "
+                        + (f"Using {store.default} instead." if store.default else "No model is available."))
     elif store.default is None:
-        store.notice = f"No model found: expected a model folder at {BUNDLED_MODEL}."
+        store.notice = f"No model found: expected a model folder at {shown_path(BUNDLED_MODEL)}."
+        log.warning(store.notice)
     return store
 
 
@@ -456,148 +614,36 @@ class UploadImage(gr.Image):
         return str(payload.path)
 
 
-# -- the page ---------------------------------------------------------------------------------
+# -- the page: one builder per tab, wired to the handlers above ------------------------------------
+ALWAYS_LAST = {"trigger_mode": "always_last"}  # a trigger during a run queues one re-run: the newest input wins
+
+
 def build_demo(model=None, revision: str | None = None, models_dir: Path = MODELS_DIR,
                stream_every: float = 0.15, time_limit: int = 120, precision: str = "float32") -> gr.Blocks:
     """The page. `model`: a local folder, a Hub repo id, a Reconstructor, or None (bundled)."""
     store = resolve_models(model, revision, models_dir, precision)
     current = store.loaded.get(store.default) if store.default else None
-    channels = current.config.channels if current else 256
-    examples = list_examples()
-
     with gr.Blocks(title="recon: reconstruct images from VGG16 features", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# Reconstruct an image from VGG16 features\n"
                     "A frozen VGG16 turns the image into a feature map; a small decoder trained to invert "
                     "that layer turns it back. What survives shows what the layer keeps.")
-        notice = gr.Markdown(f"⚠ {store.notice}" if store.notice else "", visible=bool(store.notice), elem_id="notice")
+        gr.Markdown(f"⚠ {store.notice}" if store.notice else "", visible=bool(store.notice), elem_id="notice")
         with gr.Row():
             picker = gr.Dropdown(store.names, value=store.default, label="Model", scale=1,
                                  visible=len(store.names) > 1, elem_id="model-picker")
             banner = gr.HTML(random_weights_banner(current), elem_id="random-banner")
-
         with gr.Tabs():
-            with gr.Tab("Upload", id="upload"):
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        upload = UploadImage(type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                             label="Image", elem_id="upload-image", height=320)
-                        resolution = gr.Radio(RESOLUTIONS, value="trained", label="Resolution",
-                                              info=f"trained size: {current.config.image_size if current else '?'} px "
-                                                   f"square; own size: up to {MAX_NATIVE_SIDE} px")
-                        run_button = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-button")
-                        if examples:
-                            gr.Examples([[p] for p in examples], inputs=[upload],
-                                        label="Example photos (public domain / CC0, see examples/LICENSES.md)")
-                    with gr.Column(scale=2):
-                        slider = gr.ImageSlider(label="Input | reconstruction", format="png", elem_id="slider",
-                                                max_height=480)
-                        status = gr.Markdown(elem_id="upload-status")
-                        with gr.Row():
-                            heat = gr.Image(label=f"Error map (black 0, yellow ≥ {ERROR_MAP_MAX})", format="png",
-                                            elem_id="error-map", height=240)
-                            with gr.Column():
-                                metrics = gr.JSON(label="Metrics (input vs reconstruction)", elem_id="metrics")
-                                download = gr.File(label="Download the reconstruction (PNG)", elem_id="download")
-
-            with gr.Tab("Webcam", id="webcam"):
-                gr.Markdown(f"Each frame is cropped to a square, reconstructed at the trained size and sent "
-                            f"back. Frames that arrive while one is being processed are dropped. A stream "
-                            f"stops after {time_limit} s; start it again to continue.")
-                with gr.Row():
-                    camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
-                                      elem_id="webcam")
-                    live = gr.Image(label="Reconstruction", format="jpeg", elem_id="webcam-output")
-                live_stats = gr.Markdown("Start the camera to see live reconstructions.", elem_id="webcam-stats")
-                fps_state = gr.State({})
-
-            with gr.Tab("Features", id="features") as features_tab:
-                gr.Markdown("The feature map of the image in the Upload tab: the channels with the highest mean "
-                            "activation, each on its own colour range (black = 0). Click a tile to see it large.")
-                with gr.Row():
-                    top_n = gr.Slider(1, 64, value=16, step=1, label="Strongest N channels")
-                    channel = gr.Slider(0, channels - 1, value=0, step=1, label="Channel to see large (starts at the strongest)",
-                                        elem_id="channel")
-                    features_button = gr.Button("Show features", variant="primary", elem_id="features-button")
-                feature_summary = gr.Markdown(elem_id="feature-summary")
-                with gr.Row():
-                    gallery = gr.Gallery(label="Strongest channels", columns=4, height=520, elem_id="feature-grid",
-                                         format="png", allow_preview=False)
-                    channel_large = gr.Image(label="Channel", format="png", elem_id="channel-large", height=520)
-
-            with gr.Tab("Ablation", id="ablation"):
-                gr.Markdown("Reconstruct the image in the Upload tab from altered features, next to the "
-                            "reconstruction from the unaltered ones. The difference map shows what was lost.")
-                with gr.Row():
-                    mode = gr.Radio(ABLATIONS, value="top_k", label="Alteration", elem_id="ablation-mode")
-                    k = gr.Slider(0, channels, value=min(8, channels), step=1, label="K (keep top K)")
-                    zero_ch = gr.Slider(0, channels - 1, value=0, step=1, label="Channel to zero")
-                    bits = gr.Slider(1, 8, value=2, step=1, label="Bits (quantize)")
-                ablate_button = gr.Button("Reconstruct from altered features", variant="primary",
-                                          elem_id="ablate-button")
-                with gr.Row():
-                    plain_out = gr.Image(label="From unaltered features", format="png", elem_id="ablation-plain")
-                    altered_out = gr.Image(label="From altered features", format="png", elem_id="ablation-altered")
-                    diff_out = gr.Image(label="What was lost |unaltered − altered|", format="png",
-                                        elem_id="ablation-diff")
-                ablation_metrics = gr.JSON(label="Metrics against the input", elem_id="ablation-metrics")
-
-            with gr.Tab("Refine", id="refine"):
-                gr.Markdown("Someone who holds the encoder as well as the features can do better than the "
-                            "decoder's one guess: change the pixels until encoding them gives back the same "
-                            "features. Watch whether the image gets closer to the original (PSNR up) or the "
-                            "features match ever closer while the image does not (the layer has let go of "
-                            "what is missing). Uses the image in the Upload tab, at the trained size.")
-                with gr.Row():
-                    refine_steps = gr.Slider(10, MAX_REFINE_STEPS, value=100, step=10, label="Steps",
-                                             elem_id="refine-steps")
-                    refine_button = gr.Button("Refine by feature matching", variant="primary", elem_id="refine-button")
-                    refine_stop = gr.Button("Stop", variant="stop", elem_id="refine-stop")
-                refine_status = gr.Markdown(elem_id="refine-status")
-                with gr.Row():
-                    guess_out = gr.Image(label="Decoder's guess", format="png", elem_id="refine-guess")
-                    refined_out = gr.Image(label="Refined", format="png", elem_id="refine-output")
-                    change_out = gr.Image(label=f"What refining changed (black 0, yellow ≥ {ERROR_MAP_MAX})",
-                                          format="png", elem_id="refine-change")
-                refine_metrics = gr.JSON(label="Metrics against the input", elem_id="refine-metrics")
-
+            upload, resolution = upload_tab(store, current, picker)
+            webcam_tab(store, picker, stream_every, time_limit)
+            channel_sliders = features_tab(store, current, picker, upload, resolution)
+            ablation_sliders = ablation_tab(store, current, picker, upload, resolution)
+            refine_tab(store, picker, upload)
+            layers_tab(store, upload, resolution)
             with gr.Tab("Model", id="model"):
                 info = gr.Markdown(model_info(current, store.default, store.folders[store.default])
                                    if current else store.notice, elem_id="model-info")
 
-        # Wrappers bind the picked model; the handlers above do the work.
-        def on_reconstruct(path, res, name):
-            if not path:  # the upload was cleared, or the resolution changed before any upload
-                return None, None, None, None, "Upload an image, or pick an example below it."
-            return reconstruct_upload(store.get(name), path, res)
-
-        def on_frame(frame, stats, name):
-            return reconstruct_frame(store.get(name), frame, stats)
-
-        def on_features(path, res, n, name):  # the strongest channel large, and the picker set to it
-            if not path:
-                return [], None, "Upload an image in the Upload tab first.", 0
-            return feature_view(store.get(name), path, res, n)
-
-        def on_channel(path, res, n, ch, name):
-            if not path:
-                return None, "Upload an image in the Upload tab first."
-            return feature_view(store.get(name), path, res, n, ch)[1:3]
-
-        def on_pick_tile(path, res, n, name, evt: gr.SelectData):
-            caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
-            match = re.match(r"ch (\d+)", caption or "")
-            ch = int(match.group(1)) if match else 0
-            _, large, summary, _ = feature_view(store.get(name), path, res, n, ch)
-            return ch, large, summary
-
-        def on_ablate(path, res, m, k_, ch, b, name):
-            return ablate(store.get(name), path, res, m, k_, ch, b)
-
-        def on_refine(path, n, name):
-            if not path:
-                raise gr.Error("Upload an image in the Upload tab first.")
-            yield from refine_upload(store.get(name), path, n)
-
+        @page_errors()
         def on_select_model(name):
             rec = store.get(name)
             c = rec.config.channels
@@ -605,32 +651,217 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
                     gr.Slider(maximum=c - 1, value=0), gr.Slider(maximum=c, value=min(8, c)),
                     gr.Slider(maximum=c - 1, value=0))
 
-        gr.on([run_button.click, upload.change, resolution.change], on_reconstruct,
-              [upload, resolution, picker], [slider, heat, metrics, download, status], api_name="reconstruct")
-        # Gradio keeps only the newest frame that arrived during a run (the stream endpoint overwrites
-        # it), so a slow model drops frames; concurrency_limit caps simultaneous webcam sessions.
-        camera.stream(on_frame, [camera, fps_state, picker], [live, live_stats, fps_state],
-                      api_name="webcam_frame", stream_every=stream_every, time_limit=time_limit,
-                      concurrency_limit=2, show_progress="hidden")
-        gr.on([features_button.click, features_tab.select, top_n.release], on_features,
-              [upload, resolution, top_n, picker], [gallery, channel_large, feature_summary, channel],
-              api_name="features")
-        channel.release(on_channel, [upload, resolution, top_n, channel, picker], [channel_large, feature_summary],
-                        api_name="show_channel")
-        gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, channel_large, feature_summary],
-                       api_name="pick_channel")
-        ablate_button.click(on_ablate, [upload, resolution, mode, k, zero_ch, bits, picker],
-                            [plain_out, altered_out, diff_out, ablation_metrics], api_name="ablate")
-        refining = refine_button.click(on_refine, [upload, refine_steps, picker],
-                                       [guess_out, refined_out, change_out, refine_status, refine_metrics],
-                                       api_name="refine", concurrency_limit=1)
-        refine_stop.click(None, cancels=[refining])  # fn None: a private endpoint
-        picker.change(on_select_model, [picker], [banner, info, channel, k, zero_ch], api_name="select_model")
+        picker.change(on_select_model, [picker], [banner, info, *channel_sliders, *ablation_sliders],
+                      api_name="select_model")
     return demo
+
+
+def upload_tab(store: ModelStore, current: Reconstructor | None, picker):
+    """Upload: input | reconstruction slider, error map, metrics, download. Re-runs on a new upload,
+    resolution or model."""
+    with gr.Tab("Upload", id="upload"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = UploadImage(type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                     label="Image", elem_id="upload-image", height=320)
+                size = current.config.image_size if current else "?"
+                resolution = gr.Radio(RESOLUTIONS, value="trained", label="Resolution", elem_id="resolution",
+                                      info=f"trained size: {size} px square; model's scale: short side {size} px; "
+                                           f"own size: up to {MAX_NATIVE_SIDE} px")
+                run_button = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-button")
+                examples = list_examples()
+                if examples:
+                    gr.Examples([[p] for p in examples], inputs=[upload],
+                                label="Example photos (public domain / CC0, see examples/LICENSES.md)")
+            with gr.Column(scale=2):
+                slider = gr.ImageSlider(label="Input | reconstruction", format="png", elem_id="slider",
+                                        max_height=480)
+                status = gr.Markdown(elem_id="upload-status")
+                with gr.Row():
+                    heat = gr.Image(label=f"Error map (black 0, yellow ≥ {ERROR_MAP_MAX})", format="png",
+                                    elem_id="error-map", height=240)
+                    with gr.Column():
+                        metrics = gr.JSON(label="Metrics (input vs reconstruction)", elem_id="metrics")
+                        download = gr.File(label="Download the reconstruction (PNG)", elem_id="download")
+
+    @page_errors(outputs=5, status=4)
+    def on_reconstruct(path, res, name):
+        """First says what is being reconstructed, so the status never describes another image."""
+        if not path:  # the upload was cleared, or the resolution changed before any upload
+            yield None, None, None, None, "Upload an image, or pick an example below it."
+            return
+        label = dict((v, k) for k, v in RESOLUTIONS).get(res, res)
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"Reconstructing {Path(path).name} ({label}) with {name}…"
+        yield reconstruct_upload(store.get(name), path, res)
+
+    gr.on([run_button.click, upload.change, resolution.change, picker.change], on_reconstruct,
+          [upload, resolution, picker], [slider, heat, metrics, download, status], api_name="reconstruct",
+          **ALWAYS_LAST)
+    return upload, resolution
+
+
+def webcam_tab(store: ModelStore, picker, stream_every: float, time_limit: int) -> None:
+    with gr.Tab("Webcam", id="webcam"):
+        gr.Markdown(f"Each frame is cropped to a square, reconstructed at the trained size and sent "
+                    f"back. Frames that arrive while one is being processed are dropped. A stream "
+                    f"stops after {time_limit} s; start it again to continue.")
+        with gr.Row():
+            camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", elem_id="webcam")
+            live = gr.Image(label="Reconstruction", format="jpeg", elem_id="webcam-output")
+        live_stats = gr.Markdown("Start the camera to see live reconstructions.", elem_id="webcam-stats")
+        fps_state = gr.State({})
+
+    @page_errors(outputs=3, status=1)
+    def on_frame(frame, stats, name):
+        return reconstruct_frame(store.get(name), frame, stats)
+
+    # Gradio keeps only the newest frame that arrived during a run (the stream endpoint overwrites
+    # it), so a slow model drops frames; concurrency_limit caps simultaneous webcam sessions.
+    camera.stream(on_frame, [camera, fps_state, picker], [live, live_stats, fps_state], api_name="webcam_frame",
+                  stream_every=stream_every, time_limit=time_limit, concurrency_limit=2, show_progress="hidden")
+
+
+def features_tab(store: ModelStore, current: Reconstructor | None, picker, upload, resolution):
+    """Features: the strongest channels as tiles, one large; returns the channel slider (the model
+    picker resets its range)."""
+    channels = current.config.channels if current else 256
+    with gr.Tab("Features", id="features") as tab:
+        gr.Markdown("The feature map of the image in the Upload tab: the channels with the highest mean "
+                    "activation, each on its own colour range (black = 0). Click a tile, or pick a channel "
+                    "(slider, arrow keys, or type it and press Enter), to see it large.")
+        with gr.Row():
+            top_n = gr.Slider(1, 64, value=16, step=1, label="Strongest N channels", elem_id="top-n")
+            channel = gr.Slider(0, channels - 1, value=0, step=1, label="Channel to see large (starts at the strongest)",
+                                elem_id="channel")
+            button = gr.Button("Show features", variant="primary", elem_id="features-button")
+        summary = gr.Markdown(elem_id="feature-summary")
+        with gr.Row():
+            gallery = gr.Gallery(label="Strongest channels", columns=4, height=520, elem_id="feature-grid",
+                                 format="png", allow_preview=False)
+            large = gr.Image(label="Channel", format="png", elem_id="channel-large", height=520)
+
+    @page_errors(outputs=4, status=2)
+    def on_features(path, res, n, name):  # the strongest channel large, and the picker set to it
+        if not path:
+            return [], None, NO_UPLOAD, 0
+        return feature_view(store.get(name), path, res, n)
+
+    @page_errors(outputs=3, status=1)
+    def on_channel(path, res, n, ch, name):  # the tile highlight follows the channel, or goes
+        if not path:
+            return None, NO_UPLOAD, gr.skip()
+        tiles, image, text, ch = feature_view(store.get(name), path, res, n, ch)
+        return image, text, gr.Gallery(selected_index=tile_index(tiles, ch))
+
+    @page_errors(outputs=3, status=2)
+    def on_pick_tile(path, res, n, name, evt: gr.SelectData):
+        caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
+        match = re.match(r"ch (\d+)", caption or "")
+        ch = int(match.group(1)) if match else 0
+        _, image, text, _ = feature_view(store.get(name), path, res, n, ch)
+        return ch, image, text
+
+    gr.on([button.click, tab.select, top_n.release], on_features, [upload, resolution, top_n, picker],
+          [gallery, large, summary, channel], api_name="features", **ALWAYS_LAST)
+    # .input: any change by the visitor (drag, arrow keys, a typed number), never the handlers' own updates
+    channel.input(on_channel, [upload, resolution, top_n, channel, picker], [large, summary, gallery],
+                  api_name="show_channel", show_progress="minimal", **ALWAYS_LAST)
+    gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, large, summary],
+                   api_name="pick_channel")
+    return [channel]
+
+
+def ablation_tab(store: ModelStore, current: Reconstructor | None, picker, upload, resolution):
+    """Ablation: reconstruct from altered features; returns the K and channel sliders (for the picker)."""
+    channels = current.config.channels if current else 256
+    with gr.Tab("Ablation", id="ablation"):
+        gr.Markdown("Reconstruct the image in the Upload tab from altered features, next to the "
+                    "reconstruction from the unaltered ones. The difference map shows what was lost.")
+        with gr.Row():
+            mode = gr.Radio(ABLATIONS, value="top_k", label="Alteration", elem_id="ablation-mode")
+            k = gr.Slider(0, channels, value=min(8, channels), step=1, label="K (keep top K)")
+            zero_ch = gr.Slider(0, channels - 1, value=0, step=1, label="Channel to zero")
+            bits = gr.Slider(1, 8, value=2, step=1, label="Bits (quantize)")
+        button = gr.Button("Reconstruct from altered features", variant="primary", elem_id="ablate-button")
+        status = gr.Markdown(elem_id="ablation-status")
+        with gr.Row():
+            plain = gr.Image(label="From unaltered features", format="png", elem_id="ablation-plain")
+            altered = gr.Image(label="From altered features", format="png", elem_id="ablation-altered")
+            diff = gr.Image(label="What was lost |unaltered − altered|", format="png", elem_id="ablation-diff")
+        metrics = gr.JSON(label="Metrics against the input", elem_id="ablation-metrics")
+
+    @page_errors(outputs=5, status=4)
+    def on_ablate(path, res, m, k_, ch, b, name):
+        if not path:
+            return None, None, None, None, NO_UPLOAD
+        *images, result = ablate(store.get(name), path, res, m, k_, ch, b)
+        return *images, result, f"{Path(path).name}: {result['ablation']}."
+
+    button.click(on_ablate, [upload, resolution, mode, k, zero_ch, bits, picker],
+                 [plain, altered, diff, metrics, status], api_name="ablate", **ALWAYS_LAST)
+    return [k, zero_ch]
+
+
+def refine_tab(store: ModelStore, picker, upload) -> None:
+    with gr.Tab("Refine", id="refine"):
+        gr.Markdown("Someone who holds the encoder as well as the features can do better than the "
+                    "decoder's one guess: change the pixels until encoding them gives back the same "
+                    "features. Watch whether the image gets closer to the original (PSNR up) or the "
+                    "features match ever closer while the image does not (the layer has let go of "
+                    "what is missing). Uses the image in the Upload tab, at the trained size.")
+        with gr.Row():
+            steps = gr.Slider(10, MAX_REFINE_STEPS, value=100, step=10, label="Steps", elem_id="refine-steps")
+            button = gr.Button("Refine by feature matching", variant="primary", elem_id="refine-button")
+            stop = gr.Button("Stop", variant="stop", elem_id="refine-stop")
+        status = gr.Markdown(elem_id="refine-status")
+        with gr.Row():
+            guess = gr.Image(label="Decoder's guess", format="png", elem_id="refine-guess")
+            refined = gr.Image(label="Refined", format="png", elem_id="refine-output")
+            change = gr.Image(label=f"What refining changed (black 0, yellow ≥ {ERROR_MAP_MAX})", format="png",
+                              elem_id="refine-change")
+        metrics = gr.JSON(label="Metrics against the input", elem_id="refine-metrics")
+
+    @page_errors(outputs=5, status=3)
+    def on_refine(path, n, name):
+        if not path:
+            yield None, None, None, NO_UPLOAD, None
+            return
+        yield from refine_upload(store.get(name), path, n)
+
+    refining = button.click(on_refine, [upload, steps, picker], [guess, refined, change, status, metrics],
+                            api_name="refine", concurrency_limit=1)
+    stop.click(None, cancels=[refining])  # fn None: a private endpoint
+
+
+def layers_tab(store: ModelStore, upload, resolution) -> None:
+    """Layers: the Upload tab's photo from every bundled layer side by side: how much each keeps."""
+    with gr.Tab("Layers", id="layers") as tab:
+        gr.Markdown("The image in the Upload tab, reconstructed from each bundled layer, shallow to deep, "
+                    "at the Upload tab's resolution. Deeper layers have fewer positions (larger stride) and "
+                    "more abstract channels: watch colour, texture and then shape go.")
+        button = gr.Button("Compare layers", variant="primary", elem_id="layers-button")
+        status = gr.Markdown(elem_id="layers-status")
+        gallery = gr.Gallery(label="Input, then each layer's reconstruction", columns=6, height=300,
+                             elem_id="layers-grid", format="png", allow_preview=True)
+        with gr.Row():
+            plot = gr.Plot(label="Quality against depth", elem_id="layers-plot", format="png")
+            table = gr.Markdown(elem_id="layers-table")
+
+    @page_errors(outputs=4, status=3)
+    def on_compare(path, res):
+        if not path:
+            return [], None, "", NO_UPLOAD
+        tiles, figure, text = compare_layers(store.one_per_layer(), path, res)
+        return tiles, figure, text, f"{Path(path).name}, {len(tiles) - 1} layers."
+
+    gr.on([button.click, tab.select], on_compare, [upload, resolution], [gallery, plot, table, status],
+          api_name="layers", **ALWAYS_LAST)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)  # our one-line notes on visitors' errors; other libraries stay at WARNING
     demo = build_demo(args.model, args.revision, precision=args.precision)
     demo.queue(max_size=32).launch(server_name=args.host, server_port=args.port, share=args.share,
                                    max_file_size=MAX_FILE_BYTES, footer_links=["api"])

@@ -5,7 +5,8 @@ Loading never unpickles or executes anything from a repo: only those files are d
 config is validated against `recon.ReconConfig` and the weights are read as HDF5 arrays.
 `recon` (and with it Keras) is imported only once there is a model to build, so a pull that
 cannot reach the Hub fails within a second. Tokens come from `token=`, `HF_TOKEN` or
-`hf auth login`, and are blanked out of every message this module raises.
+`hf auth login`, and are blanked out of every message this module raises. `hub.space` publishes the
+demo itself as a Hugging Face Space.
 """
 
 from __future__ import annotations

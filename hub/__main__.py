@@ -1,7 +1,8 @@
-"""Push a model folder to the Hugging Face Hub, or pull one into the local cache.
+"""Push a model folder to the Hugging Face Hub, or pull one into the local cache; publish the demo as a Space.
 
     python -m hub push MODEL_DIR REPO_ID [--private] [--revision BRANCH] [--message TEXT]
     python -m hub pull REPO_ID [--revision R] [--to DIR]
+    python -m hub space push SPACE_ID [--model REPO_OR_DIR ...] [--private] [--message TEXT]
 
 The token comes from HF_TOKEN or `hf auth login` (never from the command line, where it would
 land in the shell history). Failures print one line and exit with status 1.
@@ -13,6 +14,7 @@ import argparse
 import sys
 
 from hub import HubError, _load, download, push_to_hub
+from hub.space import push_space
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,6 +30,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     pull.add_argument("repo_id", help="user/name on the Hub")
     pull.add_argument("--revision", help="branch, tag or commit; default main")
     pull.add_argument("--to", metavar="DIR", help="copy the files into DIR instead of the Hugging Face cache")
+    space = commands.add_parser("space", help="publish the Gradio demo as a Hugging Face Space")
+    space_push = space.add_subparsers(dest="space_command", required=True).add_parser(
+        "push", help="upload app.py, recon/, hub/, examples/ and the models as one commit to a Gradio Space")
+    space_push.add_argument("space_id", help="user/name of the Space (created if missing)")
+    space_push.add_argument("--model", action="append", default=[], metavar="REPO_OR_DIR",
+                            help="repeatable; the first is what the Space opens on (a Hub repo, pulled at start, "
+                                 "must come first), local model folders are bundled under models/; "
+                                 "models/vgg16-block3_conv3 always is (default, and fallback)")
+    space_push.add_argument("--private", action="store_true", help="create the Space private")
+    space_push.add_argument("--message", help="commit message")
     return p.parse_args(argv)
 
 
@@ -37,6 +49,8 @@ def main(argv=None) -> None:
         if args.command == "push":
             print(push_to_hub(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
                               commit_message=args.message))
+        elif args.command == "space":
+            print(push_space(args.space_id, args.model, private=args.private, commit_message=args.message))
         else:
             folder = download(args.repo_id, revision=args.revision, local_dir=args.to)
             model = _load(folder, f"Hub repo {args.repo_id}")

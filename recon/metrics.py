@@ -19,6 +19,7 @@ from recon.imageio import checked_image, to_float
 
 DATA_RANGE = 1.0
 SSIM_MIN_SIZE = 11  # the Gaussian window (sigma 1.5, truncated at 3.5 sigma) needs this many pixels a side
+ERROR_MAP_MAX = 0.25  # every error map's colour range is 0..this, so maps of any images, runs and tools compare
 
 
 def unit_pair(reference, test) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +100,6 @@ def image_metrics(reference: np.ndarray, test: np.ndarray, lpips_net: str | None
 
 
 def error_map(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Per-pixel absolute error averaged over channels, (H, W) in [0,1]."""
+    """Per-pixel absolute error averaged over channels, (H, W) in [0,1]; draw it on 0..ERROR_MAP_MAX."""
     a, b = unit_pair(reference, test)
     return np.abs(a - b).mean(axis=-1).astype(np.float32)

@@ -1,6 +1,7 @@
 """The Gradio demo (app.py): its handlers directly, then the served app through gradio_client."""
 
 import json
+import logging
 import subprocess
 import sys
 import types
@@ -69,7 +70,8 @@ def test_import_loads_no_model_and_uses_no_network():
     assert done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
-@pytest.mark.parametrize("resolution, shape", [("trained", (32, 32, 3)), ("native", (50, 70, 3))])
+@pytest.mark.parametrize("resolution, shape", [("trained", (32, 32, 3)), ("scaled", (32, 44, 3)),
+                                               ("native", (50, 70, 3))])
 def test_reconstruct_upload_sizes_and_metrics(model, images, resolution, shape):
     (x, y), heat, metrics, download, status = app.reconstruct_upload(model, str(images / "good.png"), resolution)
     assert x.shape == y.shape == heat.shape == shape and y.dtype == np.uint8
@@ -82,20 +84,48 @@ def test_native_size_is_capped(model, monkeypatch, images):
     monkeypatch.setattr(app, "MAX_NATIVE_SIDE", 36)
     (_, y), *_ = app.reconstruct_upload(model, str(images / "good.png"), "native")
     assert y.shape[:2] == (26, 36)
+    (_, y), *_ = app.reconstruct_upload(model, str(images / "good.png"), "scaled")
+    assert y.shape[:2] == (26, 36)  # the whole image, short side 32 but long side capped
 
 
-@pytest.mark.parametrize("name, message", [("corrupt.png", "corrupt"), ("text.jpg", "not a readable image"),
-                                           ("huge.png", "pixels"), (None, "Upload an image first")])
-def test_bad_uploads_raise_readable_errors(model, images, name, message):
-    with pytest.raises(gr.Error, match=message) as info:
-        app.reconstruct_upload(model, str(images / name) if name else None)
-    assert str(images) not in str(info.value)  # the user's file name, not the server's path
+def test_scaled_keeps_the_whole_image_at_the_trained_scale(model):
+    assert app.inference_size(model, np.zeros((600, 200, 3)), "scaled") == (96, 32)  # short side at 32
+    assert app.inference_size(model, np.zeros((10, 20, 3)), "scaled") == (32, 64)  # small images grow
+    assert app.inference_size(model, np.zeros((10, 20, 3)), "trained") == "trained"
 
 
-@pytest.mark.parametrize("name", ["gray16.png", "cmyk.jpg", "alpha.png", "palette.gif"])
-def test_odd_modes_are_reconstructed(model, images, name):
-    (_, y), _, metrics, _, _ = app.reconstruct_upload(model, str(images / name), "native")
-    assert y.shape[-1] == 3 and np.isfinite(metrics["psnr"])
+def test_percentages_never_round_to_a_false_claim():
+    assert [app.percent(f) for f in (0, 0.00004, 0.5, 0.9996, 1)] == ["0.0%", "<0.1%", "50.0%", ">99.9%", "100.0%"]
+
+
+def test_page_errors_give_one_toast_and_one_log_line(caplog):
+    @app.page_errors(outputs=3, status=2)
+    def expected(path):
+        raise ValueError(f"image too small: {path}")
+
+    @app.page_errors(outputs=2, status=0)
+    def bug():
+        return {}["missing"]
+
+    @app.page_errors(outputs=2, status=1)
+    def streamed():
+        yield "partial", "working…"
+        raise app.ImageLoadError("not a readable image")
+
+    @app.page_errors()
+    def without_status():
+        raise gr.Error("No model named 'x'")
+
+    with caplog.at_level(logging.INFO, logger="recon.app"), pytest.warns(UserWarning):
+        # the event does not fail (Gradio would drop the next deferred input); the status says why
+        assert expected("x.png") == (None, None, "⚠ image too small: x.png")
+        assert "Traceback" not in caplog.text and "expected: image too small: x.png" in caplog.text
+        assert bug() == ("⚠ Something went wrong (KeyError: 'missing').", None)
+        assert "Traceback" in caplog.text  # a bug keeps its traceback, in the log
+        assert list(streamed()) == [("partial", "working…"), (None, "⚠ not a readable image")]
+    with pytest.raises(gr.Error, match="No model named") as info:
+        without_status()
+    assert info.value.print_exception is False  # Gradio prints no traceback for it
 
 
 def test_reconstruct_frame_reports_fps(model):
@@ -120,6 +150,18 @@ def test_feature_view(model, images):
         app.feature_view(model, str(images / "good.png"), "trained", 5, 128)
     *_, strongest = app.feature_view(model, str(images / "good.png"), "trained", 5)
     assert tiles[0][1].startswith(f"ch {strongest} ")  # by default the strongest channel is shown large
+    assert app.tile_index(tiles, strongest) == 0
+    assert app.tile_index(tiles, int(tiles[3][1].split()[1])) == 3 and app.tile_index(tiles, 999) is None
+
+
+def test_compare_layers_goes_shallow_to_deep(models_dir, images):
+    store = app.resolve_models(None, None, models_dir)
+    tiles, figure, table = app.compare_layers(store.one_per_layer(), str(images / "good.png"), "trained")
+    assert [caption.split(" ·")[0] for _, caption in tiles] == ["input 32×32", "block1_conv2", "block2_conv2"]
+    assert all(t.shape == (32, 32, 3) for t, _ in tiles) and "dB" in tiles[1][1] and "LPIPS" in tiles[2][1]
+    assert table.count("\n| block") == 2 and len(figure.axes) == 2
+    with pytest.raises(gr.Error, match="Upload an image"):
+        app.compare_layers(store.one_per_layer(), None)
 
 
 @pytest.mark.parametrize("mode, expect", [("top_k", "kept the 4 strongest of 128"), ("zero_channel", "zeroed channel 3"),
@@ -165,14 +207,29 @@ def test_model_info_reads_card_and_metrics(model, tmp_path):
     assert "random weights: tests only" in app.random_weights_banner(model)
 
 
-def test_failed_hub_pull_falls_back_with_notice(models_dir, monkeypatch):
+def test_failed_hub_pull_falls_back_with_notice(models_dir, monkeypatch, caplog):
     def offline(repo, revision=None, **kwargs):
         raise ConnectionError(f"cannot reach the Hub for {repo}")
     monkeypatch.setitem(sys.modules, "hub", types.SimpleNamespace(from_pretrained=offline))
-    store = app.resolve_models("someone/recon-model", "v1", models_dir)
+    with caplog.at_level(logging.WARNING, logger="recon.app"):
+        store = app.resolve_models("someone/recon-model", "v1", models_dir)
     assert store.default in store.names and store.loaded[store.default]
-    assert "Could not pull someone/recon-model@v1: cannot reach the Hub" in store.notice
-    assert f"Using {store.default} instead" in store.notice
+    # the console gets the reason; the page says what happened, without server details
+    assert "Could not pull someone/recon-model@v1: cannot reach the Hub" in caplog.text
+    assert store.notice == (f"Could not load the model someone/recon-model (the server log says why). "
+                            f"Using {store.default} instead.")
+
+
+@pytest.mark.parametrize("typo", ["models/vgg16-block3_conv", "./mine", "/srv/models/x", "runs/a/b"])
+def test_a_mistyped_folder_is_not_taken_for_a_hub_repo(models_dir, monkeypatch, typo, caplog):
+    def must_not_pull(repo, revision=None, **kwargs):
+        raise AssertionError(f"tried the Hub for {repo}")
+    monkeypatch.setitem(sys.modules, "hub", types.SimpleNamespace(from_pretrained=must_not_pull))
+    with caplog.at_level(logging.WARNING, logger="recon.app"):
+        store = app.resolve_models(typo, None, models_dir)
+    assert f"Could not load {typo}: no model folder there." in caplog.text
+    assert store.default and "/root" not in store.notice and "python -m" not in store.notice
+    assert "instead Using" not in store.problem + store.notice
 
 
 def test_hub_model_and_local_folders(models_dir, monkeypatch, tmp_path):
@@ -209,18 +266,17 @@ def client(models_dir):
 def test_client_every_event_has_an_api_name(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/reconstruct", "/webcam_frame", "/features", "/show_channel", "/pick_channel", "/ablate",
-            "/select_model", "/refine"} <= set(endpoints)
+            "/select_model", "/refine", "/layers"} <= set(endpoints)
 
 
 def test_client_reconstruct_then_corrupt_then_good(client, images):
     from gradio_client import handle_file
-    from gradio_client.exceptions import AppError
     slider, heat, metrics, download, status = client.predict(handle_file(str(images / "good.png")), "native",
                                                              "tiny-block2_conv2", api_name="/reconstruct")
     assert Image.open(slider[1]).size == Image.open(download).size == (70, 50)
     assert all(np.isfinite(v) for v in metrics.values())
-    with pytest.raises(AppError, match="Cannot use this file: corrupt.png: "):
-        client.predict(handle_file(str(images / "corrupt.png")), "trained", api_name="/reconstruct")
+    *outputs, status = client.predict(handle_file(str(images / "corrupt.png")), "trained", api_name="/reconstruct")
+    assert outputs == [None] * 4 and status.startswith("⚠ Cannot use this file: corrupt.png: ")
     slider, _, metrics, download, _ = client.predict(handle_file(str(images / "good.png")), "trained",
                                                      api_name="/reconstruct")
     assert Image.open(download).size == (32, 32) and np.isfinite(metrics["psnr"])
@@ -231,16 +287,25 @@ def test_client_features_ablation_and_model_switch(client, images):
     good = handle_file(str(images / "good.png"))
     tiles, large, summary, strongest = client.predict(good, "trained", 6, api_name="/features")
     assert len(tiles) == 6 and "sparsity" in summary and f"Channel {strongest}:" in summary
-    large, summary = client.predict(good, "trained", 6, 2, api_name="/show_channel")
+    large, summary, _ = client.predict(good, "trained", 6, 2, api_name="/show_channel")
     assert "Channel 2:" in summary
-    *_, metrics = client.predict(good, "trained", "quantize", 8, 0, 1, api_name="/ablate")
-    assert metrics["ablation"].startswith("quantized to 1 bit")
+    *_, metrics, status = client.predict(good, "trained", "quantize", 8, 0, 1, api_name="/ablate")
+    assert metrics["ablation"].startswith("quantized to 1 bit") and status.startswith("good.png: quantized")
     banner, info, *_ = client.predict("tiny-block1_conv2", api_name="/select_model")
     assert "block1_conv2" in info and "random weights" in banner
-    *_, metrics = client.predict(good, "trained", "top_k", 4, 0, 2, "tiny-block1_conv2", api_name="/ablate")
+    *_, metrics, _ = client.predict(good, "trained", "top_k", 4, 0, 2, "tiny-block1_conv2", api_name="/ablate")
     assert "of 64 channels" in metrics["ablation"]
     *_, status, metrics = client.predict(good, 10, "tiny-block1_conv2", api_name="/refine")  # the last frame
     assert metrics["step"] == 10 and "Step **10 / 10**" in status
+    gallery, plot, table, status = client.predict(good, "scaled", api_name="/layers")
+    assert len(gallery) == 3 and "block1_conv2" in table and status == "good.png, 2 layers."
+
+
+def test_client_no_upload_gets_the_same_friendly_text_on_every_tab(client):
+    assert client.predict(None, "trained", 6, api_name="/features")[2] == app.NO_UPLOAD
+    assert client.predict(None, "trained", "top_k", 4, 0, 2, api_name="/ablate")[-1] == app.NO_UPLOAD
+    assert client.predict(None, 10, api_name="/refine")[3] == app.NO_UPLOAD
+    assert client.predict(None, "trained", api_name="/layers")[-1] == app.NO_UPLOAD
 
 
 @pytest.mark.parametrize("size", [(1, 1), (9, 40), (24, 3000)])

@@ -1,8 +1,9 @@
 """The demo in a real browser: Debian's chromium driven by Playwright, with Chromium's fake camera.
 
-Starts `python app.py` (the bundled model, no network), uploads a photo, streams the fake webcam,
-uses the feature viewer, an ablation and feature matching (stopped midway, then run to the end),
-and screenshots each tab (into $RECON_SCREENSHOTS when set:
+Starts `python app.py` (the bundled model, no network), uploads photos (the newest input must win,
+errors must reach the page as toasts), switches models, streams the fake webcam, uses the feature
+viewer, an ablation, feature matching (stopped midway, then run to the end) and the layer
+comparison, and screenshots each tab (into $RECON_SCREENSHOTS when set:
 that is how the README's screenshots are made).
 """
 
@@ -96,6 +97,54 @@ def test_upload_shows_reconstruction_and_metrics(page, shots):
     page.screenshot(path=shots / "upload.png")
 
 
+def upload_status(page, pattern: str) -> str:
+    return wait_for_text(page, "#upload-status", pattern)
+
+
+def test_the_newest_upload_and_resolution_win(page):
+    files = "#upload-image input[type=file]"
+    page.get_by_label("the image's own size").check()  # slower runs, so the second input arrives mid-run
+    upload_status(page, r"Reconstructed at 436×512")  # grace_hopper from the first test, at own size
+    page.set_input_files(files, str(ROOT / "examples" / "astronaut.jpg"))
+    time.sleep(0.3)
+    page.set_input_files(files, str(ROOT / "examples" / "chelsea.jpg"))
+    upload_status(page, r"upload 451×300")
+    time.sleep(4)  # nothing stale arrives afterwards
+    assert "upload 451×300" in page.inner_text("#upload-status") and "chelsea" in page.inner_text("#download")
+
+    page.get_by_label("trained size (square crop)").check()
+    time.sleep(0.2)
+    page.get_by_label("whole image at the model's scale").check()  # changed while the first runs
+    upload_status(page, r"Reconstructed at 336×224")
+    time.sleep(4)
+    assert "336×224" in page.inner_text("#upload-status")
+
+
+def test_a_model_switch_refreshes_the_upload_result(page):
+    page.click("#model-picker input")
+    page.get_by_role("option", name="vgg16-block1_conv2").click()
+    upload_status(page, r"from block1_conv2 features")
+    page.click("#model-picker input")
+    page.get_by_role("option", name="vgg16-block3_conv3").click()
+    upload_status(page, r"from block3_conv3 features")
+
+
+def test_errors_reach_the_page_as_a_toast_with_the_reason(page, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    page.set_input_files("#upload-image input[type=file]", str(tmp_path / "broken.png"))
+    page.get_by_text(re.compile("Cannot use this file: broken.png")).first.wait_for(timeout=60_000)
+    assert "Cannot use this file: broken.png" in upload_status(page, r"broken\.png")  # not the previous image
+    from PIL import Image
+    Image.new("RGB", (6, 6), (200, 30, 30)).save(tmp_path / "tiny.png")
+    page.get_by_label("the image's own size").check()
+    page.set_input_files("#upload-image input[type=file]", str(tmp_path / "tiny.png"))
+    status = upload_status(page, r"upload 6×6")
+    assert "too small for some metrics" in status
+    page.get_by_label("trained size (square crop)").check()
+    page.set_input_files("#upload-image input[type=file]", str(ROOT / "examples" / "grace_hopper.jpg"))
+    upload_status(page, r"Reconstructed at 224×224 \(upload 437×512\)")
+
+
 def test_feature_viewer_and_ablation(page, shots):
     page.get_by_role("tab", name="Features").click()
     summary = wait_for_text(page, "#feature-summary", r"sparsity")
@@ -103,6 +152,12 @@ def test_feature_viewer_and_ablation(page, shots):
     wait_for_images(page, "#feature-grid img", 8)
     wait_for_images(page, "#channel-large img", 1)
     page.screenshot(path=shots / "features.png")
+    channel = page.locator("#channel input[type=number]")
+    channel.fill("5")
+    channel.press("Enter")  # typed and entered: the picture follows
+    wait_for_text(page, "#feature-summary", r"Channel 5:")
+    page.locator("#channel input[type=range]").press("ArrowRight")  # the arrow keys too
+    wait_for_text(page, "#feature-summary", r"Channel 6:")
 
     page.get_by_role("tab", name="Ablation").click()
     page.click("#ablate-button")
@@ -133,6 +188,16 @@ def test_refine_streams_and_stops(page, shots):
     wait_for_images(page, "#refine-output img", 1)
     wait_for_images(page, "#refine-change img", 1)
     page.screenshot(path=shots / "refine.png")
+
+
+def test_layers_side_by_side(page, shots):
+    page.get_by_role("tab", name="Layers").click()
+    table = wait_for_text(page, "#layers-table", r"block5_conv3", timeout=120)
+    assert [line.split()[0] for line in table.splitlines() if line.startswith("block")] == \
+        ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"]
+    wait_for_images(page, "#layers-grid img", 6)
+    page.locator("#layers-plot img, #layers-plot svg, #layers-plot canvas").first.wait_for(timeout=30_000)
+    page.screenshot(path=shots / "layers.png", full_page=True)
 
 
 def test_webcam_streams_reconstructed_frames(page, shots):

@@ -1,36 +1,36 @@
 #!/usr/bin/env bash
-# The commands that trained the models under models/: the block3_conv3 default, two decoder
-# variants at the same layer, and the per-layer models, as five concurrent `training.fit` runs
-# sharing one GPU (each run is far too small to fill it alone).
+# The commands that trained models/vgg16-block{1,2,3}_conv* on one GPU (an H200, KERAS_BACKEND=jax)
+# on torchvision's ImageNet VGG16: two processes share the card, block3_conv3 (the default) in one,
+# block1_conv2 then block2_conv2 in the other; each run is far too small to fill a GPU alone, and
+# what limits them is the CPU threads cutting crops (--workers). Each trains for a fixed number of
+# minutes (times TIME_SCALE) with a cosine learning rate over that time (`--minutes`).
 #
 #   KERAS_BACKEND=jax bash training/train_models.sh [DATA] [OUT] [TIME_SCALE] [extra fit args...]
 #
-# DATA defaults to ../shared/photos/train; validation is a hash split of it, so the held-out photos
-# stay unseen. Each run trains for a fixed number of minutes (times TIME_SCALE) with a cosine
-# learning rate over that time (`--minutes`), so the recipe fits any machine; the logs say how
-# many images each run saw. Extra arguments go to every run (e.g. --limit 8 for a smoke test).
+# DATA defaults to ../shared/photos/train (on a machine without it, the folder that
+# `python -m training.gpu_bundle pack` writes); validation is a hash split of it, so the held-out
+# photos stay unseen. Each run's log lies beside its folder. The CPU recipe is
+# training/train_models_cpu.sh; the hed-bsds500 models before it came from this file at 175e235.
 set -uo pipefail
 data=${1:-../shared/photos/train}
-out=${2:-runs/models}
+out=${2:-runs/gpu}
 scale=${3:-1}
 shift $(($# < 3 ? $# : 3))
+extra=("$@")
 mkdir -p "$out"
 minutes() { awk -v m="$1" -v s="$scale" 'BEGIN { print m * s }'; }
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.3}  # room for both processes
 
-common=(--data "$data" --encoder-weights hed-bsds500 --crop-size 128 --crops-per-image 16
-        --batch-size 32 --lr 1e-3 --no-cache --workers 3 --epochs 100000 --verbose 0)
-fit() {  # fit NAME MINUTES [args...]: one run, its log beside the run folder
-    local name=$1 mins=$2
-    shift 2
-    "${PYTHON:-python3}" -m training.fit "${common[@]}" --out "$out/$name" --minutes "$(minutes "$mins")" "$@" "${extra[@]}" \
-        > "$out/$name.log" 2>&1
+common=(--data "$data" --encoder-weights imagenet-torchvision --precision mixed_bfloat16 --crop-size 128
+        --crops-per-image 64 --batch-size 32 --lr 1e-3 --no-cache --epochs 100000 --verbose 0)
+fit() {  # fit NAME MINUTES WORKERS [args...]
+    local name=$1 mins=$2 workers=$3
+    shift 3
+    "${PYTHON:-python3}" -m training.fit "${common[@]}" --out "$out/$name" --minutes "$(minutes "$mins")" \
+        --workers "$workers" "$@" "${extra[@]}" > "$out/$name.log" 2>&1
     echo "$name: exit $?"
 }
-extra=("$@")
 
-fit vgg16-block3_conv3 7 &
-fit vgg16-block3_conv3-pixelshuffle 7 --upsample pixel_shuffle --upsample-widths 16,16 &
-fit vgg16-block3_conv3-deep 7 --decoder-width 48 --res-blocks 7 --upsample-widths 48,32 &
-{ fit vgg16-block1_conv2 2.5 --layer block1_conv2; fit vgg16-block2_conv2 4 --layer block2_conv2; } &
-{ fit vgg16-block4_conv3 3.5 --layer block4_conv3; fit vgg16-block5_conv3 3 --layer block5_conv3; } &
+fit vgg16-block3_conv3 7 10 &
+{ fit vgg16-block1_conv2 3 5 --layer block1_conv2; fit vgg16-block2_conv2 3.5 5 --layer block2_conv2; } &
 wait
