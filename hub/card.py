@@ -160,9 +160,13 @@ def _training(folder: Path) -> str | None:
     crops = (f"random {run['crop_size']} px crops, {run.get('crops_per_image')} per image per epoch"
              if run.get("crop_size") else "whole images")
     seconds = sum(h.get("seconds", 0) for h in history if isinstance(h, dict))
-    steps = max((h.get("step", 0) for h in history if isinstance(h, dict)), default=0)
-    lines.append(f"- Budget: {len(history) or run.get('epochs')} epochs of {crops}, batch {run.get('batch_size')}"
-                 + (f", {steps * run['batch_size']:,} crops seen" if steps and run.get("batch_size") else "")
+    # every epoch serves each training photo crops_per_image times (steps x batch would count the
+    # last, partial batch of each epoch as full)
+    photos = len(split.get("train", [])) if isinstance(split, dict) else 0
+    seen = len(history) * photos * (run.get("crops_per_image") or 1)
+    epochs = len(history) or run.get("epochs")
+    lines.append(f"- Budget: {epochs} epoch{'' if epochs == 1 else 's'} of {crops}, batch {run.get('batch_size')}"
+                 + (f", {seen:,} {'crops' if run.get('crop_size') else 'images'} seen" if seen else "")
                  + (f", {seconds / 60:.0f} min" if seconds else ""))
     decay = f"cosine decay over {run['minutes']:g} min" if run.get("minutes") else "cosine decay"
     lines.append(f"- Optimizer: Adam, peak learning rate {run.get('lr')} with {decay}; loss "

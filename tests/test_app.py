@@ -202,6 +202,10 @@ def test_model_info_reads_card_and_metrics(model, tmp_path):
                  "photos-a, photos-b", "3,000 CC0 photos", "21.5", "0.61", "40 images", "Precision | float32"):
         assert text in info, text
     assert "Limits" not in info
+    assert "| Setting | Value |" in info  # a header row, not an empty first row
+    assert str(tmp_path.parent) not in info and f"| Source | {tmp_path.name} |" in info  # no server paths
+    bundled = app.model_info(model, "vgg16-block3_conv3", app.BUNDLED_MODEL)
+    assert "| Source | models/vgg16-block3_conv3 |" in bundled
     bare = app.model_info(model, "tiny", None)
     assert "No held-out metrics" in bare and "Not described" in bare
     assert "random weights: tests only" in app.random_weights_banner(model)
