@@ -367,7 +367,7 @@ def compare_layers(models: list[Reconstructor], path, resolution: str = "trained
         tiles.append((to_uint8(rec.output), f"{c.layer} · {shown(m['psnr'], '.1f')} dB · SSIM {shown(m['ssim'], '.3f')} "
                                             f"· LPIPS {shown(m['lpips'], '.3f')}"))
         rows.append({"layer": c.layer, "stride": c.stride, "channels": c.channels, **m})
-    table = ["| layer | stride | channels | PSNR (dB) | SSIM | LPIPS (lower is better) |", "|---|---|---|---|---|---|"]
+    table = ["| layer | stride | channels | PSNR (dB) | SSIM | LPIPS ↓ |", "|---|---|---|---|---|---|"]
     table += [f"| {r['layer']} | {r['stride']} | {r['channels']} | {shown(r['psnr'], '.2f')} | {shown(r['ssim'], '.3f')} "
               f"| {shown(r['lpips'], '.3f')} |" for r in rows]
     return tiles, quality_by_depth(rows), "\n".join(table)
@@ -392,9 +392,9 @@ def quality_by_depth(rows: list[dict]):
     right.plot(x, [nan(r["ssim"]) for r in rows], "s--", color="tab:green", label="SSIM")
     right.plot(x, [nan(r["lpips"]) for r in rows], "^:", color="tab:red", label="LPIPS (lower is better)")
     right.set_ylim(0, 1)
-    lines = ax.get_lines() + right.get_lines()
-    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="lower left")
-    ax.set_title("How much each layer keeps of this photo", fontsize=10)
+    right.set_ylabel("SSIM, LPIPS")
+    lines = ax.get_lines() + right.get_lines()  # one legend above the axes, where it covers no point
+    fig.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="outside upper center", ncols=3)
     return fig
 
 
@@ -841,11 +841,14 @@ def layers_tab(store: ModelStore, upload, resolution) -> None:
                     "more abstract channels: watch colour, texture and then shape go.")
         button = gr.Button("Compare layers", variant="primary", elem_id="layers-button")
         status = gr.Markdown(elem_id="layers-status")
-        gallery = gr.Gallery(label="Input, then each layer's reconstruction", columns=6, height=300,
+        gallery = gr.Gallery(label="Input, then each layer's reconstruction", columns=6, height="auto",
                              elem_id="layers-grid", format="png", allow_preview=True)
+        table = gr.Markdown(elem_id="layers-table")
         with gr.Row():
-            plot = gr.Plot(label="Quality against depth", elem_id="layers-plot", format="png")
-            table = gr.Markdown(elem_id="layers-table")
+            plot = gr.Plot(label="Quality against depth", elem_id="layers-plot", format="png", scale=3)
+            gr.Markdown("PSNR and SSIM: higher is closer to the input; LPIPS (AlexNet, learned perceptual "
+                        "distance): lower is closer. Values are for this photo at this resolution; held-out "
+                        "averages per layer are in each model's Model tab.", scale=1)
 
     @page_errors(outputs=4, status=3)
     def on_compare(path, res):
