@@ -97,6 +97,13 @@ def test_upload_shows_reconstruction_and_metrics(page, shots):
     page.screenshot(path=shots / "upload.png")
 
 
+def selected_tiles(page) -> list:
+    """[index, channel] of the highlighted feature tiles."""
+    return page.evaluate("""() => [...document.querySelectorAll('#feature-grid .thumbnail-item')]
+        .map((e, i) => [i, e.classList.contains('selected'), (e.innerText.match(/ch (\\d+)/) || [])[1]])
+        .filter(t => t[1]).map(t => [t[0], t[2]])""")
+
+
 def upload_status(page, pattern: str) -> str:
     return wait_for_text(page, "#upload-status", pattern)
 
@@ -152,12 +159,16 @@ def test_feature_viewer_and_ablation(page, shots):
     wait_for_images(page, "#feature-grid img", 8)
     wait_for_images(page, "#channel-large img", 1)
     page.screenshot(path=shots / "features.png")
+    page.locator("#feature-grid .thumbnail-item").nth(2).click()
+    clicked = wait_for_text(page, "#feature-summary", r"rank 3 of 256")
+    assert selected_tiles(page) == [[2, re.search(r"Channel (\d+):", clicked).group(1)]]
     channel = page.locator("#channel input[type=number]")
-    channel.fill("5")
-    channel.press("Enter")  # typed and entered: the picture follows
-    wait_for_text(page, "#feature-summary", r"Channel 5:")
+    channel.fill("200")
+    channel.press("Enter")  # typed and entered: the picture follows, the clicked tile lets go
+    wait_for_text(page, "#feature-summary", r"Channel 200:")
+    assert selected_tiles(page) == []  # channel 200 is not among the 16 strongest here
     page.locator("#channel input[type=range]").press("ArrowRight")  # the arrow keys too
-    wait_for_text(page, "#feature-summary", r"Channel 6:")
+    wait_for_text(page, "#feature-summary", r"Channel 201:")
 
     page.get_by_role("tab", name="Ablation").click()
     page.click("#ablate-button")
