@@ -25,6 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from recon import Reconstructor  # noqa: E402
+from recon.precision import cpu_flags  # noqa: E402
 from training.data import CachedCrops, FeatureCache, OnTheFlyCrops, find_images, load_image_set  # noqa: E402
 from training.losses import make_loss  # noqa: E402
 
@@ -118,7 +119,14 @@ def main(argv=None) -> dict:
     for row in infer[names[0]]:
         a, b = (infer[n][row] for n in names)
         print(f"  {row:<32}{a:>20.1f}{b:>20.1f}{b / a:>9.1f}x")
-    return {"training": train, "inference": infer}
+    flags = cpu_flags()
+    isa = {name: name in flags for name in ("avx512_bf16", "amx_bf16", "amx_tile")}
+    listed = ", ".join(f"{name} {'yes' if present else 'no'}" for name, present in isa.items())
+    print(f"\nCPU bfloat16 instructions: {listed}. "
+          + ("Without AMX, oneDNN runs bfloat16 convolutions on AVX512-BF16 dot products, which do at most twice "
+             "the multiply-adds of float32 FMAs per instruction: about 2x is the ceiling for the convolutions."
+             if isa["avx512_bf16"] and not isa["amx_bf16"] else ""))
+    return {"training": train, "inference": infer, "cpu": isa}
 
 
 if __name__ == "__main__":
