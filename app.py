@@ -117,10 +117,11 @@ def page_errors(outputs: int = 0, status: int | None = None):
 
     Expected failures (gr.Error, a file that cannot be read, an unusable image) are logged as one
     line; anything else is a bug, logged with its traceback and shown by type and message. A handler
-    with a status line (its `status`-th of `outputs` outputs) does not fail its event: it shows the
-    toast, clears its other outputs and says what went wrong in the status line. Gradio drops a
-    trigger deferred by trigger_mode="always_last" when the running event fails, so failing would
-    lose the visitor's next upload; handlers without a status line raise gr.Error.
+    with a status line (its `status`-th of `outputs` outputs) does not fail its event: it clears its
+    other outputs and says what went wrong in the status line, and `toast_failures` raises the toast
+    in a follow-up event. Gradio drops a trigger deferred by trigger_mode="always_last" when the
+    running event fails, so failing would lose the visitor's next upload. Handlers without a status
+    line raise gr.Error.
     """
     def decorate(handler):
         def failed(e: Exception):
@@ -132,8 +133,7 @@ def page_errors(outputs: int = 0, status: int | None = None):
                 log.exception("%s failed", handler.__name__)
             if status is None:
                 raise gr.Error(message, print_exception=False) from None
-            gr.Warning(message, title="Error")
-            return tuple(f"⚠ {message}" if i == status else None for i in range(outputs))
+            return tuple(f"{FAILED}{message}" if i == status else None for i in range(outputs))
 
         if inspect.isgeneratorfunction(handler):
             @functools.wraps(handler)
@@ -152,6 +152,21 @@ def page_errors(outputs: int = 0, status: int | None = None):
                 return failed(e)
         return wrapped
     return decorate
+
+
+FAILED = "⚠ "  # how a status line that reports a failure starts
+
+
+def raise_failure(status: str | None) -> None:
+    """The follow-up of an event whose status line reports a failure: the toast (gr.Error)."""
+    if status and str(status).startswith(FAILED):
+        raise gr.Error(str(status)[len(FAILED):], print_exception=False)
+
+
+def toast_failures(event, status) -> None:
+    """After `event`, show a failure its status line reports as a red toast. The follow-up event
+    has no outputs, so its failure marks nothing on the page and defers no visitor's input."""
+    event.then(raise_failure, [status], None, api_visibility="private", show_progress="hidden")
 
 
 def percent(fraction: float) -> str:
@@ -209,15 +224,28 @@ def reconstruct_upload(model: Reconstructor, path, resolution: str = "trained"):
     seconds = time.perf_counter() - start
     x, y = to_uint8(rec.input), to_uint8(rec.output)
     out_dir = Path(tempfile.mkdtemp(prefix="recon_"))
-    download = out_dir / f"{Path(str(path)).stem[:60] or 'image'}_reconstruction.png"
+    download = out_dir / f"{Path(str(path)).stem[:60] or 'image'}_{model.config.layer}_reconstruction.png"
     from PIL import Image
     Image.fromarray(y).save(download)
     h, w = image.shape[:2]
     metrics = rec.metrics()
     status = (f"Reconstructed at {y.shape[1]}×{y.shape[0]} (upload {w}×{h}) in {seconds:.2f} s "
               f"from {model.config.layer} features of shape {tuple(rec.features.shape)}, in {model.precision}."
-              + undefined_metrics_note(metrics))
+              + size_note(model, image, resolution, y.shape) + undefined_metrics_note(metrics))
     return (x, y), error_heatmap(rec.input, rec.output), rounded(metrics), str(download), status
+
+
+def size_note(model: Reconstructor, image: np.ndarray, resolution: str, shape) -> str:
+    """Why the reconstruction's size is not quite what the resolution choice says, if it is not."""
+    if resolution not in ("scaled", "native"):
+        return ""
+    h, w = image.shape[:2]
+    notes = []
+    if max(h, w) * (model.config.image_size / min(h, w) if resolution == "scaled" else 1) > MAX_NATIVE_SIDE:
+        notes.append(f"the long side is capped at {MAX_NATIVE_SIDE} px")
+    if tuple(shape[:2]) != tuple(inference_size(model, image, resolution)):
+        notes.append(f"sides are rounded to multiples of the layer's stride, {model.config.stride} px")
+    return "".join(f" {note[0].upper()}{note[1:]}." for note in notes)
 
 
 def undefined_metrics_note(metrics: dict) -> str:
@@ -370,6 +398,11 @@ def compare_layers(models: list[Reconstructor], path, resolution: str = "trained
     table = ["| layer | stride | channels | PSNR (dB) | SSIM | LPIPS ↓ |", "|---|---|---|---|---|---|"]
     table += [f"| {r['layer']} | {r['stride']} | {r['channels']} | {shown(r['psnr'], '.2f')} | {shown(r['ssim'], '.3f')} "
               f"| {shown(r['lpips'], '.3f')} |" for r in rows]
+    if any(r[k] is None for r in rows for k in ("psnr", "ssim", "lpips")):
+        from recon.lpips import MIN_SIZE
+        from recon.metrics import SSIM_MIN_SIZE
+        table += ["", f"n/a: this input is too small for the metric (SSIM needs {SSIM_MIN_SIZE} px a side, "
+                      f"LPIPS {MIN_SIZE['alex']} px)."]
     return tiles, quality_by_depth(rows), "\n".join(table)
 
 
@@ -461,7 +494,8 @@ def model_info(model: Reconstructor, name: str, folder: Path | None) -> str:
     summary = read_metrics_summary(folder)
     if "psnr" in summary:
         lines += ["", "**Held-out metrics** " + (f"({summary.get('count', '?')} images from "
-                                                 f"`{summary.get('data', '?')}` at size {summary.get('size', '?')})"
+                                                 f"`{Path(str(summary.get('data', '?'))).name}` at size "
+                                                 f"{summary.get('size', '?')})"
                                                  if "count" in summary else ""), "",
                   "| metric | mean | std |", "|---|---|---|"]
         for key in ("psnr", "ssim", "lpips", "mse"):
@@ -694,9 +728,10 @@ def upload_tab(store: ModelStore, current: Reconstructor | None, picker):
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"Reconstructing {Path(path).name} ({label}) with {name}…"
         yield reconstruct_upload(store.get(name), path, res)
 
-    gr.on([run_button.click, upload.change, resolution.change, picker.change], on_reconstruct,
-          [upload, resolution, picker], [slider, heat, metrics, download, status], api_name="reconstruct",
-          **ALWAYS_LAST)
+    reconstructing = gr.on([run_button.click, upload.change, resolution.change, picker.change], on_reconstruct,
+                           [upload, resolution, picker], [slider, heat, metrics, download, status],
+                           api_name="reconstruct", **ALWAYS_LAST)
+    toast_failures(reconstructing, status)
     return upload, resolution
 
 
@@ -761,13 +796,17 @@ def features_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
         _, image, text, _ = feature_view(store.get(name), path, res, n, ch)
         return ch, image, text
 
-    gr.on([button.click, tab.select, top_n.release], on_features, [upload, resolution, top_n, picker],
-          [gallery, large, summary, channel], api_name="features", **ALWAYS_LAST)
-    # .input: any change by the visitor (drag, arrow keys, a typed number), never the handlers' own updates
-    channel.input(on_channel, [upload, resolution, top_n, channel, picker], [large, summary, gallery],
-                  api_name="show_channel", show_progress="minimal", **ALWAYS_LAST)
-    gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, large, summary],
-                   api_name="pick_channel")
+    # .input: any change by the visitor (drag, arrow keys, a typed number), never the handlers' own updates;
+    # a model switch re-runs the view (the tiles of another layer's channels would mislead)
+    showing = gr.on([button.click, tab.select, top_n.input, picker.change], on_features,
+                    [upload, resolution, top_n, picker], [gallery, large, summary, channel], api_name="features",
+                    **ALWAYS_LAST)
+    picking = channel.input(on_channel, [upload, resolution, top_n, channel, picker], [large, summary, gallery],
+                            api_name="show_channel", show_progress="minimal", **ALWAYS_LAST)
+    clicking = gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, large, summary],
+                              api_name="pick_channel")
+    for event in (showing, picking, clicking):
+        toast_failures(event, summary)
     return [channel]
 
 
@@ -795,10 +834,11 @@ def ablation_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
         if not path:
             return None, None, None, None, NO_UPLOAD
         *images, result = ablate(store.get(name), path, res, m, k_, ch, b)
-        return *images, result, f"{Path(path).name}: {result['ablation']}."
+        return *images, result, f"{Path(path).name}, {name}: {result['ablation']}."
 
-    button.click(on_ablate, [upload, resolution, mode, k, zero_ch, bits, picker],
-                 [plain, altered, diff, metrics, status], api_name="ablate", **ALWAYS_LAST)
+    ablating = gr.on([button.click, picker.change], on_ablate, [upload, resolution, mode, k, zero_ch, bits, picker],
+                     [plain, altered, diff, metrics, status], api_name="ablate", **ALWAYS_LAST)
+    toast_failures(ablating, status)
     return [k, zero_ch]
 
 
@@ -830,7 +870,11 @@ def refine_tab(store: ModelStore, picker, upload) -> None:
 
     refining = button.click(on_refine, [upload, steps, picker], [guess, refined, change, status, metrics],
                             api_name="refine", concurrency_limit=1)
-    stop.click(None, cancels=[refining])  # fn None: a private endpoint
+    toast_failures(refining, status)
+    stop.click(lambda text: f"{text} **Stopped.**" if text and "Stopped" not in text else text, [status], [status],
+               cancels=[refining], api_visibility="private", queue=False)
+    picker.change(lambda name: (None, None, None, f"Model changed to {name}: refine again to see it.", None),
+                  [picker], [guess, refined, change, status, metrics], api_visibility="private", queue=False)
 
 
 def layers_tab(store: ModelStore, upload, resolution) -> None:
@@ -842,7 +886,7 @@ def layers_tab(store: ModelStore, upload, resolution) -> None:
         button = gr.Button("Compare layers", variant="primary", elem_id="layers-button")
         status = gr.Markdown(elem_id="layers-status")
         gallery = gr.Gallery(label="Input, then each layer's reconstruction", columns=6, height="auto",
-                             elem_id="layers-grid", format="png", allow_preview=True)
+                             elem_id="layers-grid", format="png", allow_preview=True, object_fit="contain")
         table = gr.Markdown(elem_id="layers-table")
         with gr.Row():
             plot = gr.Plot(label="Quality against depth", elem_id="layers-plot", format="png", scale=3)
@@ -857,8 +901,9 @@ def layers_tab(store: ModelStore, upload, resolution) -> None:
         tiles, figure, text = compare_layers(store.one_per_layer(), path, res)
         return tiles, figure, text, f"{Path(path).name}, {len(tiles) - 1} layers."
 
-    gr.on([button.click, tab.select], on_compare, [upload, resolution], [gallery, plot, table, status],
-          api_name="layers", **ALWAYS_LAST)
+    comparing = gr.on([button.click, tab.select], on_compare, [upload, resolution], [gallery, plot, table, status],
+                      api_name="layers", **ALWAYS_LAST)
+    toast_failures(comparing, status)
 
 
 def main(argv=None):

@@ -76,7 +76,7 @@ def test_reconstruct_upload_sizes_and_metrics(model, images, resolution, shape):
     (x, y), heat, metrics, download, status = app.reconstruct_upload(model, str(images / "good.png"), resolution)
     assert x.shape == y.shape == heat.shape == shape and y.dtype == np.uint8
     assert set(metrics) == {"mse", "psnr", "ssim", "lpips"} and all(np.isfinite(v) for v in metrics.values())
-    assert np.asarray(Image.open(download)).shape == shape and download.endswith("good_reconstruction.png")
+    assert np.asarray(Image.open(download)).shape == shape and download.endswith("good_block2_conv2_reconstruction.png")
     assert f"{shape[1]}×{shape[0]}" in status
 
 
@@ -116,7 +116,7 @@ def test_page_errors_give_one_toast_and_one_log_line(caplog):
     def without_status():
         raise gr.Error("No model named 'x'")
 
-    with caplog.at_level(logging.INFO, logger="recon.app"), pytest.warns(UserWarning):
+    with caplog.at_level(logging.INFO, logger="recon.app"):
         # the event does not fail (Gradio would drop the next deferred input); the status says why
         assert expected("x.png") == (None, None, "⚠ image too small: x.png")
         assert "Traceback" not in caplog.text and "expected: image too small: x.png" in caplog.text
@@ -126,6 +126,11 @@ def test_page_errors_give_one_toast_and_one_log_line(caplog):
     with pytest.raises(gr.Error, match="No model named") as info:
         without_status()
     assert info.value.print_exception is False  # Gradio prints no traceback for it
+    with pytest.raises(gr.Error) as info:  # the follow-up event's toast
+        app.raise_failure("⚠ image too small: x.png")
+    assert info.value.message == "image too small: x.png" and info.value.print_exception is False
+    app.raise_failure("Reconstructed at 32×32")  # success: no toast
+    app.raise_failure(None)
 
 
 def test_reconstruct_frame_reports_fps(model):
@@ -294,7 +299,7 @@ def test_client_features_ablation_and_model_switch(client, images):
     large, summary, _ = client.predict(good, "trained", 6, 2, api_name="/show_channel")
     assert "Channel 2:" in summary
     *_, metrics, status = client.predict(good, "trained", "quantize", 8, 0, 1, api_name="/ablate")
-    assert metrics["ablation"].startswith("quantized to 1 bit") and status.startswith("good.png: quantized")
+    assert metrics["ablation"].startswith("quantized to 1 bit") and status.startswith("good.png, tiny-block2_conv2: quantized")
     banner, info, *_ = client.predict("tiny-block1_conv2", api_name="/select_model")
     assert "block1_conv2" in info and "random weights" in banner
     *_, metrics, _ = client.predict(good, "trained", "top_k", 4, 0, 2, "tiny-block1_conv2", api_name="/ablate")

@@ -139,7 +139,8 @@ def test_a_model_switch_refreshes_the_upload_result(page):
 def test_errors_reach_the_page_as_a_toast_with_the_reason(page, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
     page.set_input_files("#upload-image input[type=file]", str(tmp_path / "broken.png"))
-    page.get_by_text(re.compile("Cannot use this file: broken.png")).first.wait_for(timeout=60_000)
+    toast = page.locator("[data-testid=toast-body].error", has_text="Cannot use this file: broken.png")
+    toast.first.wait_for(timeout=60_000)  # a red error toast with the reason
     assert "Cannot use this file: broken.png" in upload_status(page, r"broken\.png")  # not the previous image
     from PIL import Image
     Image.new("RGB", (6, 6), (200, 30, 30)).save(tmp_path / "tiny.png")
@@ -154,8 +155,9 @@ def test_errors_reach_the_page_as_a_toast_with_the_reason(page, tmp_path):
 
 def test_feature_viewer_and_ablation(page, shots):
     page.get_by_role("tab", name="Features").click()
-    summary = wait_for_text(page, "#feature-summary", r"sparsity")
-    assert "56 × 56 × 256" in summary and "(rank 1 of 256)" in summary  # the strongest channel is shown large
+    # (the model switches above already refreshed this tab for the photo then shown; now grace_hopper at 224)
+    summary = wait_for_text(page, "#feature-summary", r"56 × 56 × 256 .*sparsity")
+    assert "(rank 1 of 256)" in summary  # the strongest channel is shown large
     wait_for_images(page, "#feature-grid img", 8)
     wait_for_images(page, "#channel-large img", 1)
     page.screenshot(path=shots / "features.png")
@@ -169,6 +171,12 @@ def test_feature_viewer_and_ablation(page, shots):
     assert selected_tiles(page) == []  # channel 200 is not among the 16 strongest here
     page.locator("#channel input[type=range]").press("ArrowRight")  # the arrow keys too
     wait_for_text(page, "#feature-summary", r"Channel 201:")
+    page.click("#model-picker input")  # another model: the view follows, not the old layer's tiles
+    page.get_by_role("option", name="vgg16-block1_conv2").click()
+    wait_for_text(page, "#feature-summary", r"block1_conv2 features: 224 × 224 × 64")
+    page.click("#model-picker input")
+    page.get_by_role("option", name="vgg16-block3_conv3").click()
+    wait_for_text(page, "#feature-summary", r"block3_conv3 features")
 
     page.get_by_role("tab", name="Ablation").click()
     page.click("#ablate-button")
