@@ -159,3 +159,15 @@ def test_encoders_benchmark_trains_the_same_decoder_on_each_source(photo_dir, tm
     assert first["psnr"][0] != second["psnr"][0]  # other features, other result
     assert all(math.isfinite(r["lpips"][0]) for r in (first, second))
     assert json.loads((tmp_path / "encoders.json").read_text())["results"].keys() == {"random", str(weights)}
+
+
+def test_data_pipeline_benchmark_quick_mode(tmp_path):
+    data_pipeline = load_benchmark("data_pipeline")
+    record = data_pipeline.main(["--quick", "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "dp.json")])
+    assert list(record["results"]) == ["streaming, N=8", "streaming, N=12", "streaming, N=6", "feature cache, N=6",
+                                       "in memory (before), N=6", "float32, streaming, N=6", "auto, streaming, N=6"]
+    for result in record["results"].values():
+        assert result["peak_rss_mb"] > 0 and result["images_per_s"] > 0 and math.isfinite(result["val_psnr"])
+    assert record["results"]["auto, streaming, N=6"]["precision"] in ("float32", "mixed_bfloat16", "mixed_float16")
+    assert json.loads((tmp_path / "dp.json").read_text())["rss_growth"] == record["rss_growth"]
+    assert len(list((tmp_path / "photos" / "train").glob("*.jpg"))) == 12

@@ -1,6 +1,10 @@
 """training.fit and training.evaluate end to end, on tiny images with a random-weights encoder."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -10,6 +14,7 @@ from PIL import Image
 from recon import Reconstructor
 from tests.conftest import smooth_image
 from training import evaluate, fit
+from training.data import split_folders
 
 TINY = ["--layer", "block2_conv2", "--image-size", "32", "--crop-size", "32", "--crops-per-image", "2",
         "--encoder-weights", "random", "--decoder-width", "8", "--res-blocks", "1", "--batch-size", "4",
@@ -19,6 +24,17 @@ TINY = ["--layer", "block2_conv2", "--image-size", "32", "--crop-size", "32", "-
 def run_fit(data, out, cache, *extra, callbacks=()):
     return fit.main(["--data", str(data), "--out", str(out), "--cache-dir", str(cache), *TINY, *extra],
                     callbacks=callbacks)
+
+
+def celeba_like(root: Path, splits=("train", "val"), per_folder: int = 2) -> Path:
+    """A folder laid out like the common CelebA-HQ download: {train,val}/{female,male}/*.jpg."""
+    for s, split in enumerate(splits):
+        for g, gender in enumerate(("female", "male")):
+            (root / split / gender).mkdir(parents=True)
+            for i in range(per_folder):
+                seed = 100 * s + 10 * g + i
+                Image.fromarray(smooth_image(48, 48, seed)).save(root / split / gender / f"{seed:05d}.jpg")
+    return root
 
 
 def test_awkward_folder_trains_and_skips_the_corrupt_file(tmp_path, photo_dir, capsys):
@@ -43,7 +59,7 @@ def test_awkward_folder_trains_and_skips_the_corrupt_file(tmp_path, photo_dir, c
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and all(np.isfinite(h["val_psnr"]) for h in history)
     split = json.loads((out / "split.json").read_text())
-    assert len(split["skipped"]) == 1 and len(split["train"]) + len(split["val"]) == 15
+    assert len(split["skipped"]) == 1 and len(split["train"]) + len(split["val"]) == 16  # listed, read later
     model = Reconstructor.from_pretrained(out)
     assert model.reconstruct(smooth_image(50, 70, 0), size="native").output.shape == (50, 70, 3)
 
@@ -271,3 +287,45 @@ def test_evaluate_at_native_size_scores_tiny_images_without_aborting(tmp_path, p
     strip = next(r for r in summary["per_image"] if r["file"] == "strip.png")
     assert strip["ssim"] is None and np.isfinite(strip["psnr"])
     assert np.isfinite(summary["ssim"]["mean"])  # the mean over the images where it is defined
+
+
+@pytest.mark.parametrize("val_folder, val_source", [("val", "val/ folder"), ("valid", "valid/ folder"),
+                                                    ("test", "hash split")])
+def test_train_and_val_subfolders_are_the_split(tmp_path, capsys, val_folder, val_source):
+    data = celeba_like(tmp_path / "celeba_hq", splits=("train", val_folder))
+    out = run_fit(data, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
+    split = json.loads((out / "split.json").read_text())
+    assert split["val_source"] == val_source
+    train, val = ({Path(e["file"]).relative_to(data).parts[0] for e in split[k]} for k in ("train", "val"))
+    if val_source == "hash split":  # train/ and test/ are just two folders of photos: mixed by the hash
+        assert len(split["train"]) + len(split["val"]) == 8 and "a hash of each path" in capsys.readouterr().out
+    else:
+        assert train == {"train"} and val == {val_folder} and len(split["train"]) == len(split["val"]) == 4
+        assert f"validate on {data / val_folder}" in capsys.readouterr().out
+
+
+def test_val_data_overrides_the_folders_split(tmp_path):
+    data = celeba_like(tmp_path / "celeba_hq")
+    held = celeba_like(tmp_path / "held", splits=("faces",), per_folder=1)
+    out = run_fit(data / "train", tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--val-data", str(held))
+    split = json.loads((out / "split.json").read_text())
+    assert split["val_source"] == "val-data" and len(split["train"]) == 4 and len(split["val"]) == 2
+    assert split_folders(data / "train") is None and split_folders(data) == (data / "train", data / "val")
+
+
+@pytest.mark.slow
+def test_celeba_hq_folder_trains_with_only_data_and_out(tmp_path):
+    """The plain command on the common download, every setting its default (torchvision VGG16
+    weights, 224 px) but --epochs: its 10 take 55-75 s on 2 cores even with 4 photos, 1 about 30 s."""
+    data = celeba_like(tmp_path / "celeba_hq", per_folder=1)
+    env = os.environ | {"HOME": str(tmp_path / "home")}  # the default feature cache is under ~/.cache
+    command = [sys.executable, "-m", "training.fit", "--data", str(data), "--out", str(tmp_path / "run"),
+               "--epochs", "1"]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "epoch 1/1: loss" in done.stdout and f"validate on {data / 'val'}" in done.stdout
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["val_source"] == "val/ folder" and len(split["train"]) == len(split["val"]) == 2
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["image_size"] == 224 and config["encoder_weights"] == "imagenet-torchvision"

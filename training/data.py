@@ -1,4 +1,5 @@
-"""Training data: image folders, a deterministic split, random crops and the on-disk feature cache."""
+"""Training data: image folders, a deterministic split, random crops streamed from the files, and
+the on-disk feature cache."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import json
 import math
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,15 @@ def hash_split(files: list[Path], root: Path, val_percent: int = 10) -> tuple[li
     if not val or not train:  # tiny folders: keep at least one image on each side
         train, val = files[:-1] or files, files[-1:]
     return train, val
+
+
+def split_folders(root) -> tuple[Path, Path] | None:
+    """The split a dataset ships with, as (train folder, val folder): `root` holding train/ and val/
+    (or valid/), as CelebA-HQ's train/{female,male} and val/{female,male} do; None for any other
+    layout (then the split is hash_split's). Images are searched in them recursively."""
+    root = Path(root)
+    val = next((root / name for name in ("val", "valid") if (root / name).is_dir()), None)
+    return (root / "train", val) if (root / "train").is_dir() and val else None
 
 
 def square_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -117,34 +128,70 @@ class FeatureCache:
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    @staticmethod
+    def size_bytes(encoder, count: int, side: int) -> tuple[int, tuple]:
+        """(bytes on disk, feature shape) of `count` crops of side x side: float16 features + uint8 targets."""
+        feature_shape = tuple(encoder.compute_output_shape((None, side, side, 3))[1:])
+        return count * (math.prod(feature_shape) * 2 + side * side * 3), feature_shape
+
     def is_complete(self) -> bool:
         return self.meta_path.is_file()
 
     def open(self) -> tuple[np.ndarray, np.ndarray]:
-        return (np.load(self.dir / "features.npy", mmap_mode="r"),
-                np.load(self.dir / "targets.npy", mmap_mode="r"))
+        count = json.loads(self.meta_path.read_text())["count"]  # the crops of the readable files
+        return (np.load(self.dir / "features.npy", mmap_mode="r")[:count],
+                np.load(self.dir / "targets.npy", mmap_mode="r")[:count])
 
-    def build(self, encoder, images: list[np.ndarray], crop_size, image_size, crops_per_image, seed,
-              batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    def skipped(self) -> list[tuple[str, str]]:
+        """(file, reason) of the files the build could not read."""
+        return [tuple(s) for s in json.loads(self.meta_path.read_text()).get("skipped", [])]
+
+    def build(self, encoder, sources, crop_size, image_size, crops_per_image, seed, batch_size: int = 16,
+              workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Cut, encode and store every crop. `sources` are decoded images or files; files are decoded
+        `workers` at a time, never all at once, and an unreadable one is skipped (see `skipped`)."""
         side = crop_size or image_size
-        count = len(images) * crops_per_image
-        feature_shape = encoder.compute_output_shape((None, side, side, 3))[1:]
-        size_gb = count * math.prod(feature_shape) * 2 / 1e9
-        print(f"feature cache: {count} crops x {feature_shape} float16 = {size_gb:.2f} GB in {self.dir}")
+        count = len(sources) * crops_per_image
+        size, feature_shape = self.size_bytes(encoder, count, side)
+        print(f"feature cache: {count} crops x {feature_shape} float16 + targets = {size / 1e9:.2f} GB in {self.dir}")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         features = np.lib.format.open_memmap(self.dir / "features.npy", "w+", np.float16, (count, *feature_shape))
         targets = np.lib.format.open_memmap(self.dir / "targets.npy", "w+", np.uint8, (count, side, side, 3))
-        views = (sample_view(image, crop_size, image_size, np.random.default_rng([seed, i, k]))
-                 for i, image in enumerate(images) for k in range(crops_per_image))
-        with tqdm(total=count, desc="extracting features", unit="crop") as bar:
-            for start in range(0, count, batch_size):
-                batch = np.stack([next(views) for _ in range(min(batch_size, count - start))])
-                targets[start:start + len(batch)] = batch
-                features[start:start + len(batch)] = encode_batches(encoder, batch, batch_size)
-                bar.update(len(batch))
+
+        def views(i: int) -> list[np.ndarray] | str:  # the crops of source i, or why it cannot be read
+            try:
+                image = sources[i] if isinstance(sources[i], np.ndarray) else load_image(sources[i])
+            except ImageLoadError as e:
+                return str(e)
+            return [sample_view(image, crop_size, image_size, np.random.default_rng([seed, i, k]))
+                    for k in range(crops_per_image)]
+
+        done, pending, skipped = 0, [], []
+
+        def store(batch: np.ndarray) -> None:
+            nonlocal done
+            targets[done:done + len(batch)] = batch
+            features[done:done + len(batch)] = encode_batches(encoder, batch, batch_size)
+            done += len(batch)
+            bar.update(len(batch))
+
+        with ThreadPoolExecutor(workers) as pool, tqdm(total=count, desc="extracting features", unit="crop") as bar:
+            for first in range(0, len(sources), 4 * batch_size):  # a few batches of files in flight at a time
+                chunk = range(first, min(first + 4 * batch_size, len(sources)))
+                for i, crops in zip(chunk, pool.map(views, chunk)):
+                    if isinstance(crops, str):
+                        skipped.append((str(sources[i]), crops))
+                    else:
+                        pending += crops
+                while len(pending) >= batch_size:
+                    store(np.stack(pending[:batch_size]))
+                    pending = pending[batch_size:]
+            if pending:
+                store(np.stack(pending))
         features.flush(), targets.flush()
-        self.meta_path.write_text(json.dumps({"count": count, "feature_shape": list(feature_shape)}))
+        self.meta_path.write_text(json.dumps({"count": done, "feature_shape": list(feature_shape),
+                                              "skipped": skipped}))
         return self.open()
 
 
@@ -158,58 +205,173 @@ class CachedCrops(keras.utils.PyDataset):
         self.batch_size, self.seed = batch_size, seed
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Serve `epoch`'s batches from `first_batch` on (a run resumed mid-epoch skips what it trained)."""
+        self.first_batch = first_batch
         self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.targets))
 
     def __len__(self):
-        return math.ceil(len(self.targets) / self.batch_size)
+        return math.ceil(len(self.targets) / self.batch_size) - self.first_batch
 
     def __getitem__(self, index):
-        idx = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        start = (self.first_batch + index) * self.batch_size
+        idx = np.sort(self.order[start:start + self.batch_size])
         return (np.asarray(self.features[idx], dtype=np.float32),
                 np.asarray(self.targets[idx], dtype=np.float32) / 255.0)
 
+    def take_skipped(self) -> dict[str, str]:
+        return {}  # the cache holds only readable files' crops (FeatureCache.skipped names the others)
 
-class OnTheFlyCrops(keras.utils.PyDataset):
-    """The same kind of samples without a cache: fresh crops every epoch, as (image, image) pairs.
 
-    The encoder runs inside the training graph (see `training.fit`), so on a GPU the whole step is
-    one compiled program and the `workers` threads only cut crops (PIL releases the GIL).
+class UnreadableFiles:
+    """The files a streaming dataset could not read, with why; `take` returns those met since it was
+    last called (fit asks once an epoch, for that epoch's log line)."""
+
+    def __init__(self):
+        self.reasons: dict[str, str] = {}
+        self.recent: set[str] = set()
+
+    def load(self, path) -> np.ndarray | None:
+        """The image, or None for an unreadable file (decoded once: it is remembered)."""
+        if str(path) not in self.reasons:
+            try:
+                return load_image(path)
+            except ImageLoadError as e:
+                self.reasons[str(path)] = str(e)
+        self.recent.add(str(path))
+        return None
+
+    def take(self) -> dict[str, str]:
+        recent, self.recent = self.recent, set()
+        return {path: self.reasons[path] for path in sorted(recent)}
+
+
+class StreamingCrops(keras.utils.PyDataset):
+    """Random crops decoded from the files batch by batch, in `workers` threads (PIL releases the
+    GIL): memory holds a few batches whatever the size of the folder, so it trains on CelebA-HQ's
+    30,000 1024 px photos as on 300. The samples are (crop, crop): the encoder runs inside the
+    training step (see `training.fit`).
+
+    Sample i of an epoch is a crop of file i mod n, the order a permutation drawn from (seed, epoch)
+    and each crop from (seed, epoch, i): batch b of an epoch is the same on every run, and a run
+    resumed mid-epoch starts at any batch (`set_epoch(epoch, first_batch)`). An unreadable file is
+    skipped: its crop comes from the next readable file, so the batch keeps its size and the order
+    stays deterministic; `take_skipped` names it.
     """
 
-    def __init__(self, images, crop_size, image_size, crops_per_image, batch_size, seed, workers: int = 1):
+    def __init__(self, files, crop_size, image_size, crops_per_image, batch_size, seed, workers: int = 1):
         super().__init__(workers=workers, use_multiprocessing=False)
-        self.images = images
+        self.files = list(files)
         self.crop_size, self.image_size = crop_size, image_size
-        self.count = len(images) * crops_per_image
+        self.count = len(self.files) * crops_per_image
         self.batch_size, self.seed = batch_size, seed
+        self.unreadable = UnreadableFiles()
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Serve `epoch`'s batches from `first_batch` on (a run resumed mid-epoch skips what it trained)."""
+        self.epoch, self.first_batch = epoch, first_batch
         self.order = np.random.default_rng([self.seed, epoch]).permutation(self.count)
 
     def __len__(self):
-        return math.ceil(self.count / self.batch_size)
+        return math.ceil(self.count / self.batch_size) - self.first_batch
 
     def __getitem__(self, index):
-        ids = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        n = len(self.images)
-        crops = np.stack([sample_view(self.images[i % n], self.crop_size, self.image_size,
-                                      np.random.default_rng([self.seed, self.epoch, int(i)])) for i in ids])
+        start = (self.first_batch + index) * self.batch_size
+        crops = np.stack([self.sample(int(i)) for i in self.order[start:start + self.batch_size]])
         crops = crops.astype(np.float32) / 255.0
         return crops, crops
 
+    def sample(self, i: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        return sample_view(self.image(i % len(self.files)), self.crop_size, self.image_size, rng)
 
-def save_split(path: Path, data_root, train: ImageSet, val: ImageSet, val_source: str) -> None:
-    """Record exactly which files trained the model (with content hashes), for evaluate to exclude."""
+    def image(self, index: int) -> np.ndarray:
+        """File `index`'s image, or that of the first readable file after it."""
+        for k in range(len(self.files)):
+            image = self.unreadable.load(self.files[(index + k) % len(self.files)])
+            if image is not None:
+                return image
+        raise SystemExit(f"none of the {len(self.files)} training files is a readable image")
+
+    def take_skipped(self) -> dict[str, str]:
+        """{file: reason} of the unreadable files met since the last call."""
+        return self.unreadable.take()
+
+
+class OnTheFlyCrops(StreamingCrops):
+    """StreamingCrops' samples, batch for batch, cut from images decoded into memory up front
+    (`load_image_set`): the path before streaming, quick on a small folder, but about 3 bytes of
+    RAM per pixel of the dataset (100 GB for CelebA-HQ)."""
+
+    def __init__(self, images, crop_size, image_size, crops_per_image, batch_size, seed, workers: int = 1):
+        super().__init__(range(len(images)), crop_size, image_size, crops_per_image, batch_size, seed, workers)
+        self.images = images
+
+    def image(self, index: int) -> np.ndarray:
+        return self.images[index]
+
+
+class EvalViews(keras.utils.PyDataset):
+    """The validation images at their evaluation view (`square_image`), decoded batch by batch in
+    `workers` threads, as (inputs, targets): the inputs are the views, or with `encoder` their
+    features (for a decoder trained on cached features). An unreadable file drops out of its batch
+    (a batch of nothing else takes the first readable image) and `take_skipped` names it."""
+
+    def __init__(self, files, image_size: int, batch_size: int, encoder=None, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False)
+        self.files, self.image_size, self.batch_size, self.encoder = list(files), image_size, batch_size, encoder
+        self.unreadable = UnreadableFiles()
+
+    def __len__(self):
+        return math.ceil(len(self.files) / self.batch_size)
+
+    def __getitem__(self, index):
+        batch = self.files[index * self.batch_size:(index + 1) * self.batch_size]
+        images = [im for im in map(self.unreadable.load, batch) if im is not None]
+        images = images or [next((im for im in map(self.unreadable.load, self.files) if im is not None), None)]
+        if images[0] is None:
+            raise SystemExit(f"none of the {len(self.files)} validation files is a readable image")
+        views = np.stack([square_image(im, self.image_size) for im in images])
+        inputs = encode_batches(self.encoder, views, self.batch_size) if self.encoder else None
+        views = views.astype(np.float32) / 255.0
+        return (views if inputs is None else inputs), views
+
+    def take_skipped(self) -> dict[str, str]:
+        """{file: reason} of the unreadable files met since the last call."""
+        return self.unreadable.take()
+
+
+def save_split(path: Path, data_root, train_files: list[Path], val_files: list[Path], val_source: str,
+               skipped=()) -> None:
+    """Record exactly which files trained the model (with content hashes), for evaluate to exclude.
+    Unreadable files met later, while streaming, are added by `record_skipped`."""
     record = {
         "data": str(data_root), "val_source": val_source,
-        "train": [{"file": str(p), "sha1": file_sha1(p)} for p in train.files],
-        "val": [{"file": str(p), "sha1": file_sha1(p)} for p in val.files],
-        "skipped": [{"file": str(p), "reason": r} for p, r in train.skipped + val.skipped],
+        "train": [{"file": str(p), "sha1": file_sha1(p)} for p in train_files],
+        "val": [{"file": str(p), "sha1": file_sha1(p)} for p in val_files],
+        "skipped": [{"file": str(p), "reason": r} for p, r in skipped],
     }
     path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def record_skipped(out: Path, skipped: dict[str, str], epoch: int | None) -> list[dict]:
+    """Add unreadable files to the run folder's skipped.json ({file, reason, epoch}: the first epoch
+    that met it, null before training) and to split.json's "skipped"; returns the entries added."""
+    path = out / "skipped.json"
+    known = json.loads(path.read_text()) if path.exists() else []
+    seen = {entry["file"] for entry in known}
+    new = [{"file": str(f), "reason": r, "epoch": epoch} for f, r in skipped.items() if str(f) not in seen]
+    if not new:
+        return new
+    path.write_text(json.dumps(known + new, indent=1) + "\n")
+    split_path = out / "split.json"
+    if split_path.exists():
+        split = json.loads(split_path.read_text())
+        listed = {entry["file"] for entry in split["skipped"]}
+        split["skipped"] += [{"file": e["file"], "reason": e["reason"]} for e in new if e["file"] not in listed]
+        split_path.write_text(json.dumps(split, indent=1) + "\n")
+    return new
 
 
 def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:

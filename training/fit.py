@@ -4,7 +4,9 @@
 
 The run folder is a loadable model folder (config.json, encoder/decoder weights) plus
 history.json, loss_curve.png, split.json, run_config.json and samples/ (a grid per epoch).
-Ctrl-C loses at most the current epoch: rerun with --resume.
+Training data streams from the files (or from a feature cache, when it fits on disk): memory does
+not grow with the folder. Ctrl-C or a crash loses at most the current epoch, or the last
+--save-every steps: rerun with --resume.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -25,8 +30,10 @@ from recon.encoder import build_encoder
 from recon.metrics import SSIM_MIN_SIZE
 from recon.pipeline import Reconstructor
 from recon.precision import resolve_precision, training_policy
-from training.data import (CachedCrops, FeatureCache, OnTheFlyCrops, encode_batches, feature_rms, find_images,
-                           hash_split, image_grid, load_image_set, save_png, save_split, square_image)
+from training.data import (CachedCrops, EvalViews, FeatureCache, OnTheFlyCrops, StreamingCrops, encode_batches,
+                           feature_rms, find_images, hash_split, image_grid, load_image_set, record_skipped, save_png,
+                           save_split, split_folders)
+from training.distribute import device_count, release_devices, setup_devices, share_batches
 from training.losses import make_loss, psnr_metric, ssim_metric
 from training.plots import plot_history
 
@@ -38,7 +45,8 @@ TRAINING_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.fit", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="folder of training images (searched recursively)")
-    p.add_argument("--val-data", help="folder of validation images; default: a hash split of --data")
+    p.add_argument("--val-data", help="folder of validation images; default: --data's own train/ and val/ "
+                                      "(or valid/) subfolders if it has them, else a hash split of --data")
     p.add_argument("--out", required=True, help="run folder (becomes a model folder)")
     p.add_argument("--layer", default="block3_conv3", choices=list(VGG16_LAYERS))
     p.add_argument("--image-size", type=positive_int, default=224,
@@ -67,13 +75,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "Weights are saved float32 either way")
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"))
+    p.add_argument("--cache-max-gb", type=float, default=20.0,
+                   help="largest feature cache to build; a bigger one (or one over the free disk) streams instead")
     p.add_argument("--no-cache", action="store_true",
-                   help="fresh crops every epoch, encoded inside the training step (fastest on a GPU)")
-    p.add_argument("--workers", type=int, default=1, help="threads cutting crops with --no-cache")
+                   help="stream fresh crops from the files every epoch, encoded inside the training step "
+                        "(fastest on a GPU; any folder size)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="like --no-cache, but decode every training image into memory once first "
+                        "(quicker for a small folder; about 3 bytes of RAM per pixel)")
+    p.add_argument("--workers", type=positive_int, default=min(8, os.cpu_count() or 1),
+                   help="threads decoding and cropping images")
+    p.add_argument("--save-every", type=positive_int, metavar="STEPS",
+                   help="also back up every STEPS steps, so a crash loses at most that many (default: each epoch end)")
     p.add_argument("--init-from", help="warm start from a model folder (its config and decoder weights)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the finished model folder")
     p.add_argument("--verbose", type=int, default=1, help="Keras progress: 1 bar, 2 one line per epoch")
+    p.add_argument("--devices", type=device_count, nargs="?", const="all",
+                   help="train data-parallel on N devices, or all visible (no N); --batch-size is split across "
+                        "them. Default 1 (all in a multi-machine run). Needs KERAS_BACKEND=jax: see "
+                        "training/distribute.py")
     args = p.parse_args(argv)
     for flag, folder in (("--data", args.data), ("--val-data", args.val_data)):
         if folder is not None and not Path(folder).is_dir():
@@ -112,11 +133,17 @@ def main(argv=None, callbacks=()) -> Path:
             raise SystemExit(f"--resume: {out} holds no run to resume")
         saved = json.loads((out / "run_config.json").read_text())
         resumed = {"resume": True, "epochs": args.epochs, "verbose": args.verbose}
-        args = argparse.Namespace(**({"precision": "float32"} | saved | resumed))  # older runs trained in float32
+        if args.devices is not None:  # a resume may run on another machine
+            resumed["devices"] = args.devices
+        # the saved settings win; older runs trained in float32 and lack newer flags (their defaults)
+        args = argparse.Namespace(**(vars(args) | {"precision": "float32"} | saved | resumed))
     elif (out / "history.json").exists() or (out / "backup").exists():
         raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     elif (out / "run_config.json").exists():  # a start that failed before its first epoch ended
         print(f"{out}: replacing a run that never finished an epoch")
+    # before anything asks JAX for devices (resolve_precision does): a multi-machine run joins here
+    args.devices, devices = setup_devices(args.devices, args.batch_size)
+    print(f"devices: {devices}")
     # the policy resolved here is what run_config.json records, so a resume elsewhere trains the same way
     args.precision = policy = (training_policy(resolve_precision()) if args.precision == "auto"
                                else args.precision if args.precision in TRAINING_POLICIES
@@ -131,24 +158,26 @@ def main(argv=None, callbacks=()) -> Path:
         return train(args, out, callbacks)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+        release_devices()
 
 
 def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
     # data: the split is written down so evaluate never scores a training image
-    files = find_images(args.data, args.limit)
+    # a --data folder with train/ and val/ (or valid/) subfolders keeps that split (CelebA-HQ's layout)
+    folders = None if args.val_data else split_folders(args.data)
     if args.val_data:
-        train_files, val_files = files, find_images(args.val_data)
+        train_files, val_files, val_source = find_images(args.data, args.limit), find_images(args.val_data), "val-data"
+        print(f"split: train on {args.data}, validate on --val-data {args.val_data}")
+    elif folders:
+        train_files, val_files = find_images(folders[0], args.limit), find_images(folders[1])
+        val_source = f"{folders[1].name}/ folder"
+        print(f"split: the folder's own, train on {folders[0]}, validate on {folders[1]}")
     else:
-        train_files, val_files = hash_split(files, Path(args.data))
-    train = load_image_set(train_files, "loading train images")
-    val = load_image_set(val_files, "loading val images")
-    for path, reason in train.skipped + val.skipped:
-        print(f"skipped {reason}")
-    print(f"data: {len(train.images)} train, {len(val.images)} val images "
-          f"({len(train.skipped) + len(val.skipped)} unreadable skipped)")
-    if not train.images or not val.images:
-        raise SystemExit("need at least one readable training and one validation image")
-    save_split(out / "split.json", args.data, train, val, "val-data" if args.val_data else "hash split")
+        train_files, val_files = hash_split(find_images(args.data, args.limit), Path(args.data))
+        val_source = "hash split"
+        print(f"split: a hash of each path under {args.data} (it has no train/ and val/ subfolders)")
+    print(f"data: {len(train_files)} train, {len(val_files)} val files (decoded batch by batch)")
+    save_split(out / "split.json", args.data, train_files, val_files, val_source)
 
     # models: the frozen encoder, and the config that rebuilds the decoder exactly
     start = Reconstructor.from_pretrained(args.init_from) if args.init_from else None
@@ -169,25 +198,51 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
     encoder_id = {"backbone": cfg.backbone, "layer": cfg.layer, "weights": cfg.encoder_weights,
                   "seed": cfg.encoder_seed, "policy": keras.config.dtype_policy().name}
 
-    if args.no_cache:
-        train_data = OnTheFlyCrops(train.images, args.crop_size, cfg.image_size, args.crops_per_image,
-                                   args.batch_size, args.seed, workers=args.workers)
-        first_crops = np.concatenate([train_data[i][0] for i in range(min(len(train_data), 256 // args.batch_size))])
-        sample_features = encode_batches(encoder, first_crops, args.batch_size)
+    # training data: crops streamed from the files, the encoder inside the training step (--no-cache);
+    # the same crops cut from images decoded up front (--in-memory); or the encoder's features of a
+    # fixed set of crops, cached on disk (the default, if it fits under --cache-max-gb and on the disk)
+    cache = None
+    if not (args.no_cache or args.in_memory):
+        cache = FeatureCache(Path(args.cache_dir), FeatureCache.key_for(
+            encoder_id, train_files, args.crop_size, cfg.image_size, args.crops_per_image, args.seed))
+        problem = None if cache.is_complete() else cache_problem(
+            encoder, len(train_files) * args.crops_per_image, args.crop_size or cfg.image_size, args.cache_max_gb,
+            cache.dir)
+        if problem:
+            print(f"feature cache: {problem}: streaming instead, the encoder in every training step "
+                  "(raise --cache-max-gb to cache anyway, or pass --no-cache to skip this check)")
+            cache, args.no_cache = None, True  # recorded, so that --resume trains the same way
+            (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
+    if cache is None:
+        if args.in_memory:
+            train = load_image_set(train_files, "loading train images")
+            note_skipped(out, dict(train.skipped))
+            print(f"data: {len(train.images)} images in memory ({len(train.skipped)} unreadable skipped)")
+            train_data = OnTheFlyCrops(train.images, args.crop_size, cfg.image_size, args.crops_per_image,
+                                       args.batch_size, args.seed, workers=args.workers)
+        else:
+            train_data = StreamingCrops(train_files, args.crop_size, cfg.image_size, args.crops_per_image,
+                                        args.batch_size, args.seed, workers=args.workers)
     else:
-        key = FeatureCache.key_for(encoder_id, train.files, args.crop_size, cfg.image_size,
-                                   args.crops_per_image, args.seed)
-        cache = FeatureCache(Path(args.cache_dir), key)
         if cache.is_complete():
             print(f"feature cache: reusing {cache.dir}")
             features, targets = cache.open()
         else:
-            features, targets = cache.build(encoder, train.images, args.crop_size, cfg.image_size,
-                                            args.crops_per_image, args.seed)
+            features, targets = cache.build(encoder, train_files, args.crop_size, cfg.image_size,
+                                            args.crops_per_image, args.seed, workers=args.workers)
+        skipped = dict(cache.skipped())
+        note_skipped(out, skipped)
+        print(f"feature cache: {len(targets)} crops ({len(skipped)} unreadable skipped)")
+        if not len(targets):
+            raise SystemExit("none of the training files is a readable image")
         train_data = CachedCrops(features, targets, args.batch_size, args.seed)
-        sample_features = features[:256]
-    if cfg.feature_scale is None:
-        cfg.feature_scale = feature_rms(sample_features)
+    if cfg.feature_scale is None:  # from the features of the first 256 training crops
+        if cache is not None:
+            sample = features[:256]
+        else:
+            crops = [train_data[i][0] for i in range(min(len(train_data), 256 // args.batch_size))]
+            sample = encode_batches(encoder, np.concatenate(crops), args.batch_size)
+        cfg.feature_scale = feature_rms(sample)
     # a warm start trains the loaded decoder's weights on (in this run's precision); a resumed run
     # gets its weights from the backup
     decoder = build_decoder(cfg)
@@ -196,15 +251,18 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
     if not args.resume:  # loadable from the start; a resumed run keeps its best checkpoint
         Reconstructor(cfg, encoder, decoder).save_pretrained(out)
 
-    val_targets = np.stack([square_image(im, cfg.image_size) for im in val.images])
-    val_features = encode_batches(encoder, val_targets, args.batch_size)
-    val_targets = val_targets.astype(np.float32) / 255.0
+    # validation streams too, at the evaluation view; a decoder trained on cached features is
+    # validated on the encoder's features of it, computed batch by batch
+    val_data = EvalViews(val_files, cfg.image_size, args.batch_size, encoder=None if cache is None else encoder,
+                         workers=args.workers)
+    grid_features, grid_targets = EvalViews(val_files, cfg.image_size, 4, encoder=encoder)[0]  # for SampleGrid
     print(f"decoder: {decoder.count_params():,} parameters; encoder {cfg.encoder_weights} {cfg.layer} "
-          f"{tuple(val_features.shape[1:])}")
+          f"{tuple(grid_features.shape[1:])}")
     # With the cache the decoder trains on stored features; without it, on images, through the
     # frozen encoder inside the same graph (one compiled step on a GPU).
-    model, val_inputs = (keras.Model(encoder.input, decoder(encoder.output), name="encoder_decoder"), val_targets) \
-        if args.no_cache else (decoder, val_features)
+    model = (decoder if cache is not None
+             else keras.Model(encoder.input, decoder(encoder.output), name="encoder_decoder"))
+    train_data, val_data = share_batches(train_data, val_data)  # even shares per device (several devices)
     if args.minutes:  # cosine over wall-clock time instead of steps (see TimeBudget)
         schedule = args.lr
     else:
@@ -212,22 +270,31 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
                                                           alpha=LR_FLOOR)
     loss = make_loss(args.alpha, args.perceptual_weight, encoder, cfg.feature_scale)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=[psnr_metric, ssim_metric])
+    if keras.backend.backend() == "jax":  # build the loss and metrics here: Keras 3.15's JAX fit would take
+        # a batch from the decoding threads' queue for it, and the queue would serve every epoch one batch late
+        inputs, targets = val_data[0]
+        model.evaluate(inputs, targets, batch_size=len(targets), verbose=0)
 
-    history = EpochLog(out, args.epochs, train_data)
+    history = EpochLog(out, args.epochs, [train_data, val_data])
     best = max((h["val_psnr"] for h in history.records), default=None)
     fit_callbacks = [
+        StepBackup(out / "backup", train_data, args.save_every),
         history,
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
         BestDecoder(decoder, out / "decoder.weights.h5", best),
-        SampleGrid(out / "samples", decoder, val_features[:4], val_targets[:4]),
+        SampleGrid(out / "samples", decoder, grid_features, grid_targets),
         *([TimeBudget(args.minutes, args.lr, history)] if args.minutes else []),
         *callbacks,
     ]
     try:
-        model.fit(train_data, epochs=args.epochs, validation_data=(val_inputs, val_targets),
-                  batch_size=args.batch_size, callbacks=fit_callbacks, verbose=args.verbose)
+        with warnings.catch_warnings():  # an epoch resumed mid-way ends before the step count Keras took
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            # shuffle=False: Keras would reorder the batches with Python's random state, which a resume
+            # does not restore; the datasets shuffle their samples from (seed, epoch) instead
+            model.fit(train_data, epochs=args.epochs, validation_data=val_data, callbacks=fit_callbacks,
+                      shuffle=False, verbose=args.verbose)
     except KeyboardInterrupt:
-        print(f"\ninterrupted after epoch {len(history.records)}; continue with --resume --out {out}")
+        since = f"the last {args.save_every}-step backup" if args.save_every else "the last epoch's end"
+        print(f"\ninterrupted in epoch {len(history.records) + 1}; continue with --resume --out {out} (from {since})")
         raise
     final = max(history.records, key=lambda h: h["val_psnr"])
     print(f"done: best val PSNR {final['val_psnr']:.2f} dB, SSIM {final['val_ssim']:.4f} at epoch "
@@ -239,29 +306,111 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One log line per epoch, history.json and loss_curve.png rewritten after each epoch.
-    It also tells the dataset which epoch starts, so shuffles are reproducible across resumes."""
+    """One log line per epoch, history.json and loss_curve.png rewritten after each epoch; the
+    unreadable files the datasets met in the epoch are counted in its line and recorded in
+    skipped.json (and split.json)."""
 
-    def __init__(self, out: Path, epochs: int, dataset):
+    def __init__(self, out: Path, epochs: int, datasets):
         super().__init__()
-        self.path, self.out, self.epochs, self.dataset = out / "history.json", out, epochs, dataset
+        self.path, self.out, self.epochs, self.datasets = out / "history.json", out, epochs, datasets
         self.records = json.loads(self.path.read_text()) if self.path.exists() else []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.dataset.set_epoch(epoch)
         self.start = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
+        skipped = {f: r for d in self.datasets for f, r in d.take_skipped().items()}
         record = {"epoch": epoch + 1, "seconds": round(time.time() - self.start, 1)}
         record |= {k: float(v) for k, v in (logs or {}).items()}
         record |= {"step": int(self.model.optimizer.iterations),
-                   "learning_rate": float(self.model.optimizer.learning_rate)}
+                   "learning_rate": float(self.model.optimizer.learning_rate), "skipped": len(skipped)}
         self.records = [r for r in self.records if r["epoch"] < epoch + 1] + [record]
         self.path.write_text(json.dumps(self.records, indent=1) + "\n")
         plot_history(self.records, self.out / "loss_curve.png")
+        note_skipped(self.out, skipped, epoch + 1)
         print(f"epoch {epoch + 1}/{self.epochs}: loss {record['loss']:.4f} val_loss {record['val_loss']:.4f} "
-              f"val_psnr {record['val_psnr']:.2f} val_ssim {record['val_ssim']:.4f} ({record['seconds']:.0f} s)",
-              flush=True)
+              f"val_psnr {record['val_psnr']:.2f} val_ssim {record['val_ssim']:.4f} ({record['seconds']:.0f} s)"
+              + (f", {len(skipped)} unreadable skipped" if skipped else ""), flush=True)
+
+
+def note_skipped(out: Path, skipped: dict[str, str], epoch: int | None = None) -> None:
+    """Record unreadable files in the run folder, naming those not named before."""
+    for entry in record_skipped(out, skipped, epoch):
+        print(f"skipped {entry['reason']}")
+
+
+class StepBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that also resumes mid-epoch, where the run stopped, on the same batches.
+
+    It backs up (the weights with the optimizer's state, and how far the epoch got) every
+    `save_every` steps and after each epoch, and sets the dataset's epoch at each epoch start, so
+    shuffles are reproducible. A resumed run starts its first epoch at the first batch not trained
+    (`set_epoch(epoch, first_batch)`): it sees what an uninterrupted run sees, in the same order.
+    Keras 3.15's own callback with save_freq=N saves mid-epoch but restores only the epoch number:
+    the epoch starts over at batch 0 (its first batches trained twice), and its backups after a
+    resume name epoch 0 until an epoch ends. A resumed epoch's logged loss averages its remaining
+    steps only, and its seconds count from the resume.
+
+    It goes first in the callback list: the step count is right before EpochLog logs it, and the
+    backup of an epoch's end is written once every callback has handled that end (at the next
+    epoch's start), so a crash can only make an epoch run again, never skip its log or checkpoint.
+    """
+
+    def __init__(self, backup_dir: Path, dataset, save_every: int | None = None):
+        super().__init__(str(backup_dir))  # save_freq "epoch": this class does the saving
+        self.dataset, self.save_every = dataset, save_every
+        self.resume_step = self.first_batch = self.steps_done = 0
+        self.epoch_ended = False
+
+    def _load_model(self):
+        super()._load_model()  # the weights, and model._initial_epoch
+        meta = Path(self._training_metadata_path)
+        self.resume_step = json.loads(meta.read_text()).get("steps_done", 0) if meta.is_file() else 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch, self.steps_done = epoch, 0
+        if self.epoch_ended:
+            self._save_model()
+        self.first_batch, self.resume_step = self.resume_step, 0
+        self.steps_done = self.first_batch
+        self.dataset.set_epoch(epoch, self.first_batch)
+        self.iterations_at_begin = int(self.model.optimizer.iterations)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps_done = self.first_batch + batch + 1
+        last = batch + 1 >= len(self.dataset)  # the end-of-epoch backup follows
+        if self.save_every and self.steps_done % self.save_every == 0 and not last:
+            self._save_model()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.first_batch:  # a resumed epoch ends when its batches run out, before the count Keras
+            # took at the start; TensorFlow then counts one step more (without data: nothing else moves)
+            self.model.optimizer.iterations.assign(self.iterations_at_begin + self.steps_done - self.first_batch)
+        self.epoch_ended = True
+
+    def _save_model(self):
+        """The weights, then where training stands, each written aside and renamed into place, so
+        that a crash while saving leaves the previous backup whole."""
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_weights(folder / "next.weights.h5", overwrite=True)
+        os.replace(folder / "next.weights.h5", self._weights_path)
+        (folder / "next.json").write_text(json.dumps({"epoch": self._current_epoch, "steps_done": self.steps_done}))
+        os.replace(folder / "next.json", self._training_metadata_path)
+
+
+def cache_problem(encoder, crops: int, side: int, max_gb: float, folder: Path) -> str | None:
+    """Why a feature cache of `crops` crops should not be built in `folder`, or None: over `max_gb`,
+    or over the disk's free space."""
+    size, feature_shape = FeatureCache.size_bytes(encoder, crops, side)
+    what = f"{crops} crops x {feature_shape} float16 + targets = {size / 1e9:.1f} GB"
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    free = shutil.disk_usage(existing).free
+    if size > max_gb * 1e9:
+        return f"{what}, over --cache-max-gb {max_gb:g}"
+    if size > free:
+        return f"{what}, more than the {free / 1e9:.1f} GB free on {existing}"
+    return None
 
 
 class TimeBudget(keras.callbacks.Callback):
