@@ -168,6 +168,9 @@ def _training(folder: Path) -> str | None:
     lines.append(f"- Budget: {epochs} epoch{'' if epochs == 1 else 's'} of {crops}, batch {run.get('batch_size')}"
                  + (f", {seen:,} {'crops' if run.get('crop_size') else 'images'} seen" if seen else "")
                  + (f", {seconds / 60:.0f} min" if seconds else ""))
+    if run.get("init_from"):
+        lines.append(f"- Warm start: from the model folder `{Path(str(run['init_from'])).name}` as it was then "
+                     "(its own training came before the budget above)")
     decay = f"cosine decay over {run['minutes']:g} min" if run.get("minutes") else "cosine decay"
     lines.append(f"- Optimizer: Adam, peak learning rate {run.get('lr')} with {decay}; loss "
                  f"{run.get('alpha')} x L1 + {1 - run.get('alpha', 0.8):.2g} x (1 - SSIM)"
