@@ -95,6 +95,7 @@ def test_resume_continues_from_the_last_finished_epoch(tmp_path, photo_dir, caps
     assert at_start["decoder"] == checkpoint  # resuming keeps the best checkpoint until an epoch beats it
     log = capsys.readouterr().out
     assert "epoch 1/3" not in log and "epoch 2/3" in log and "epoch 3/3" in log
+    assert "resuming from the backup: epoch 2, after step 0" in log
     resumed = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in resumed] == [1, 2, 3]
     # weights, optimizer state (step count, so the learning-rate schedule) and data order all came
@@ -105,6 +106,8 @@ def test_resume_continues_from_the_last_finished_epoch(tmp_path, photo_dir, caps
     assert [h["learning_rate"] for h in resumed] == pytest.approx([h["learning_rate"] for h in straight])
     assert [h["val_loss"] for h in resumed] == pytest.approx([h["val_loss"] for h in straight], rel=1e-2)
     assert not (out / "backup").exists()  # BackupAndRestore cleans up after a finished run
+    with pytest.raises(SystemExit, match="finished .3 epochs.*--init-from"):  # not a silent retrain
+        fit.main(["--out", str(out), "--data", str(photo_dir), "--resume", "--epochs", "5", "--verbose", "0"])
     # the folder holds the best epoch's decoder, not one re-initialized by the resumed run
     scored = evaluate.main(["--model", str(out), "--data", str(photo_dir), "--save-dir", str(tmp_path / "ev")])
     assert scored["psnr"]["mean"] == pytest.approx(max(h["val_psnr"] for h in resumed), abs=0.05)

@@ -131,6 +131,11 @@ def main(argv=None, callbacks=()) -> Path:
     if args.resume:
         if not (out / "run_config.json").is_file() or not (out / "config.json").is_file():
             raise SystemExit(f"--resume: {out} holds no run to resume")
+        if (out / "history.json").is_file() and not (out / "backup").exists():  # deleted when a run ends
+            done = len(json.loads((out / "history.json").read_text()))
+            raise SystemExit(f"--resume: the run in {out} finished ({done} epochs; its backup is gone), so there "
+                             f"is nothing to resume; to train it further, start a new run from it: "
+                             f"--init-from {out} --out NEW_FOLDER")
         saved = json.loads((out / "run_config.json").read_text())
         resumed = {"resume": True, "epochs": args.epochs, "verbose": args.verbose}
         if args.devices is not None:  # a resume may run on another machine
@@ -366,6 +371,8 @@ class StepBackup(keras.callbacks.BackupAndRestore):
         super()._load_model()  # the weights, and model._initial_epoch
         meta = Path(self._training_metadata_path)
         self.resume_step = json.loads(meta.read_text()).get("steps_done", 0) if meta.is_file() else 0
+        if meta.is_file():
+            print(f"resuming from the backup: epoch {self.model._initial_epoch + 1}, after step {self.resume_step}")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._current_epoch, self.steps_done = epoch, 0
@@ -403,7 +410,7 @@ def cache_problem(encoder, crops: int, side: int, max_gb: float, folder: Path) -
     """Why a feature cache of `crops` crops should not be built in `folder`, or None: over `max_gb`,
     or over the disk's free space."""
     size, feature_shape = FeatureCache.size_bytes(encoder, crops, side)
-    what = f"{crops} crops x {feature_shape} float16 + targets = {size / 1e9:.1f} GB"
+    what = f"{crops} crops x {feature_shape} float16 + targets = {size / 1e9:.3g} GB"
     existing = next(p for p in [folder, *folder.parents] if p.exists())
     free = shutil.disk_usage(existing).free
     if size > max_gb * 1e9:
