@@ -871,10 +871,7 @@ def refine_tab(store: ModelStore, picker, upload) -> None:
     refining = button.click(on_refine, [upload, steps, picker], [guess, refined, change, status, metrics],
                             api_name="refine", concurrency_limit=1)
     toast_failures(refining, status)
-    stop.click(lambda text: f"{text} **Stopped.**" if text and "Stopped" not in text else text, [status], [status],
-               cancels=[refining], api_visibility="private", queue=False)
-    picker.change(lambda name: (None, None, None, f"Model changed to {name}: refine again to see it.", None),
-                  [picker], [guess, refined, change, status, metrics], api_visibility="private", queue=False)
+    stop.click(None, cancels=[refining])  # fn None: a private endpoint
 
 
 def layers_tab(store: ModelStore, upload, resolution) -> None:

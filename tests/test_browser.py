@@ -161,8 +161,14 @@ def test_feature_viewer_and_ablation(page, shots):
     wait_for_images(page, "#feature-grid img", 8)
     wait_for_images(page, "#channel-large img", 1)
     page.screenshot(path=shots / "features.png")
-    page.locator("#feature-grid .thumbnail-item").nth(2).click()
-    clicked = wait_for_text(page, "#feature-summary", r"rank 3 of 256")
+    for attempt in range(3):  # a refresh still under way (the model switches above) may overwrite a click
+        page.locator("#feature-grid .thumbnail-item").nth(2).click()
+        try:
+            clicked = wait_for_text(page, "#feature-summary", r"rank 3 of 256", timeout=20)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     assert selected_tiles(page) == [[2, re.search(r"Channel (\d+):", clicked).group(1)]]
     channel = page.locator("#channel input[type=number]")
     channel.fill("200")
