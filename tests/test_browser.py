@@ -97,6 +97,13 @@ def test_upload_shows_reconstruction_and_metrics(page, shots):
     page.screenshot(path=shots / "upload.png")
 
 
+def idle(page, selector: str, timeout_ms: int = 180_000) -> None:
+    """Until no event is pending on the component (its progress overlay takes the clicks meanwhile)."""
+    page.wait_for_function(
+        "sel => !document.querySelector(sel + ' [data-testid=status-tracker]:not(.hide)')",
+        arg=selector, timeout=timeout_ms)
+
+
 def selected_tiles(page) -> list:
     """[index, channel] of the highlighted feature tiles."""
     return page.evaluate("""() => [...document.querySelectorAll('#feature-grid .thumbnail-item')]
@@ -162,6 +169,7 @@ def test_feature_viewer_and_ablation(page, shots):
     wait_for_images(page, "#channel-large img", 1)
     page.screenshot(path=shots / "features.png")
     for attempt in range(3):  # a refresh still under way (the model switches above) may overwrite a click
+        idle(page, "#feature-grid")
         page.locator("#feature-grid .thumbnail-item").nth(2).click()
         try:
             clicked = wait_for_text(page, "#feature-summary", r"rank 3 of 256", timeout=20)
