@@ -216,9 +216,10 @@ def error_heatmap(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
 def reconstruct_upload(model: Reconstructor, path, resolution: str = "trained"):
     """Upload tab: (input, reconstruction), error map, metrics, a PNG to download, a status line."""
     image = read_upload(path)
+    size = inference_size(model, image, resolution)
     start = time.perf_counter()
     try:
-        rec = model.reconstruct(image, inference_size(model, image, resolution))
+        rec = model.reconstruct(image, size)
     except ValueError as e:
         raise gr.Error(f"Cannot reconstruct this image: {e}") from None
     seconds = time.perf_counter() - start
@@ -231,19 +232,20 @@ def reconstruct_upload(model: Reconstructor, path, resolution: str = "trained"):
     metrics = rec.metrics()
     status = (f"Reconstructed at {y.shape[1]}×{y.shape[0]} (upload {w}×{h}) in {seconds:.2f} s "
               f"from {model.config.layer} features of shape {tuple(rec.features.shape)}, in {model.precision}."
-              + size_note(model, image, resolution, y.shape) + undefined_metrics_note(metrics))
+              + size_note(model, image, resolution, size, y.shape) + undefined_metrics_note(metrics))
     return (x, y), error_heatmap(rec.input, rec.output), rounded(metrics), str(download), status
 
 
-def size_note(model: Reconstructor, image: np.ndarray, resolution: str, shape) -> str:
-    """Why the reconstruction's size is not quite what the resolution choice says, if it is not."""
+def size_note(model: Reconstructor, image: np.ndarray, resolution: str, size, shape) -> str:
+    """Why the reconstruction's `shape` is not quite what the resolution choice says, if it is not
+    (`size`: what `inference_size` asked for)."""
     if resolution not in ("scaled", "native"):
         return ""
     h, w = image.shape[:2]
     notes = []
     if max(h, w) * (model.config.image_size / min(h, w) if resolution == "scaled" else 1) > MAX_NATIVE_SIDE:
         notes.append(f"the long side is capped at {MAX_NATIVE_SIDE} px")
-    if tuple(shape[:2]) != tuple(inference_size(model, image, resolution)):
+    if tuple(shape[:2]) != tuple(size):
         notes.append(f"sides are rounded to multiples of the layer's stride, {model.config.stride} px")
     return "".join(f" {note[0].upper()}{note[1:]}." for note in notes)
 

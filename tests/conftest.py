@@ -57,3 +57,23 @@ def tiny_config():
     from recon import ReconConfig
     return ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random",
                        decoder_width=8, num_res_blocks=1, feature_scale=[1.0] * 128)
+
+
+@pytest.fixture
+def isolated_hf(tmp_path, monkeypatch):
+    """For Hub tests: caches and HF_HOME in tmp; no token, no telemetry (whose agent lookup would go
+    to huggingface.co)."""
+    from huggingface_hub import constants
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+
+
+@pytest.fixture
+def fake_hub():
+    """A local stand-in for the Hugging Face Hub (tests/hub_server.py), serving for one test."""
+    from tests.hub_server import FakeHub
+    with FakeHub() as server:
+        yield server

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from tests.conftest import smooth_image
 from huggingface_hub import ModelCard, constants
-from tests.hub_server import FakeHub
 from PIL import Image
 
 import hub
@@ -29,20 +28,7 @@ REPO = "me/tiny-inversion"
 SECRET = "hf_secret_xyz"
 
 
-@pytest.fixture(autouse=True)
-def isolated_hf(tmp_path, monkeypatch):
-    """Caches and HF_HOME in tmp; no token, no telemetry (whose agent lookup would go to huggingface.co)."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-
-
-@pytest.fixture
-def fake_hub():
-    with FakeHub() as server:
-        yield server
+pytestmark = pytest.mark.usefixtures("isolated_hf")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -18,33 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from huggingface_hub import SpaceCard, constants, snapshot_download
+from huggingface_hub import SpaceCard, snapshot_download
 from PIL import Image
 
 from hub import HubError, push_to_hub
 from hub.space import DEFAULT_MODEL, push_space, space_files
 from tests.conftest import free_port, smooth_image
-from tests.hub_server import FakeHub
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = "me/recon-demo"
 SECRET = "hf_secret_xyz"
 
 
-@pytest.fixture(autouse=True)
-def isolated_hf(tmp_path, monkeypatch):
-    """Caches and HF_HOME in tmp; no token, no telemetry (whose agent lookup would go to huggingface.co)."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-
-
-@pytest.fixture
-def fake_hub():
-    with FakeHub() as server:
-        yield server
+pytestmark = pytest.mark.usefixtures("isolated_hf")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
