@@ -64,6 +64,20 @@ def test_awkward_folder_trains_and_skips_the_corrupt_file(tmp_path, photo_dir, c
     assert model.reconstruct(smooth_image(50, 70, 0), size="native").output.shape == (50, 70, 3)
 
 
+def test_progress_bar_only_on_a_terminal_and_finished_before_the_epoch_line(tmp_path, photo_dir, capsys,
+                                                                           monkeypatch):
+    argv = ["--data", str(photo_dir), "--out", str(tmp_path / "run")]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert fit.parse_args(argv).verbose == 0  # a log file gets fit's own line per epoch, no bar redraws
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert fit.parse_args(argv).verbose == 1
+
+    run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--verbose", "1")
+    lines = capsys.readouterr().out.splitlines()
+    epoch_line = next(i for i, line in enumerate(lines) if line.startswith("epoch 1/1: loss"))
+    assert "\u2501" in lines[epoch_line - 1]  # Keras' bar (━) has ended its line first
+
+
 class StopMidEpoch(keras.callbacks.Callback):
     """Simulates Ctrl-C in the middle of the second epoch."""
 

@@ -90,7 +90,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init-from", help="warm start from a model folder (its config and decoder weights)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the finished model folder")
-    p.add_argument("--verbose", type=int, default=1, help="Keras progress: 1 bar, 2 one line per epoch")
+    p.add_argument("--verbose", type=int, default=1 if sys.stdout.isatty() else 0,
+                   help="Keras progress: 0 none (fit's own line per epoch only), 1 bar, 2 Keras' line per epoch; "
+                        "default 1 on a terminal, 0 into a log file (where the bar's redraws pile up)")
     p.add_argument("--devices", type=device_count, nargs="?", const="all",
                    help="train data-parallel on N devices, or all visible (no N); --batch-size is split across "
                         "them. Default 1 (all in a multi-machine run). Needs KERAS_BACKEND=jax: see "
@@ -284,6 +286,7 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
     best = max((h["val_psnr"] for h in history.records), default=None)
     fit_callbacks = [
         StepBackup(out / "backup", train_data, args.save_every),
+        keras.callbacks.ProgbarLogger(),  # silent at --verbose 0; listed here so the bar ends before our line
         history,
         BestDecoder(decoder, out / "decoder.weights.h5", best),
         SampleGrid(out / "samples", decoder, grid_features, grid_targets),
