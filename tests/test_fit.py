@@ -179,6 +179,27 @@ def test_evaluate_never_scores_training_images(tmp_path, photo_dir, capsys):
     assert native["size"] == "native" and np.isfinite(native["psnr"]["mean"])
 
 
+def test_evaluate_decodes_batch_by_batch_and_skips_unreadable_files(tmp_path, photo_dir, monkeypatch, capsys):
+    out = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
+    held = tmp_path / "held"
+    held.mkdir()
+    for seed in range(5):
+        Image.fromarray(smooth_image(40, 44, 500 + seed)).save(held / f"{seed}.png")
+    (held / "3_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    decoded, load = [], evaluate.load_image_set
+    monkeypatch.setattr(evaluate, "load_image_set", lambda files, desc=None: decoded.append(len(files)) or load(files, desc))
+
+    small = evaluate.main(["--model", str(out), "--data", str(held), "--batch-size", "2",
+                           "--save-dir", str(tmp_path / "ev")])
+    assert max(decoded) == 2 and sum(decoded) == 6  # never more than a batch in memory
+    assert small["count"] == 5 and small["skipped"] == 1 and "3_broken.jpg" in capsys.readouterr().out
+    whole = evaluate.main(["--model", str(out), "--data", str(held), "--batch-size", "8",
+                           "--save-dir", str(tmp_path / "ev8")])
+    assert [r["file"] for r in small["per_image"]] == [r["file"] for r in whole["per_image"]]
+    np.testing.assert_allclose([r["psnr"] for r in small["per_image"]], [r["psnr"] for r in whole["per_image"]],
+                               rtol=1e-4)
+
+
 def test_minutes_budget_stops_training_and_decays_the_learning_rate(tmp_path, photo_dir, capsys):
     """--minutes: cosine over wall-clock time, stop before an epoch would overrun the budget."""
     out = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "50", "--minutes", "0.05",

@@ -34,9 +34,10 @@ def file_sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def load_image_set(files: list[Path], desc: str = "loading images") -> ImageSet:
+def load_image_set(files: list[Path], desc: str | None = "loading images") -> ImageSet:
+    """Decode `files`, setting aside the unreadable ones with the reason; a progress bar unless desc is None."""
     kept, images, skipped = [], [], []
-    for path in tqdm(files, desc=desc, unit="img", leave=False):
+    for path in tqdm(files, desc=desc, unit="img", leave=False, disable=desc is None):
         try:
             images.append(load_image(path))
             kept.append(path)

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from recon.metrics import image_metrics
 from recon.pipeline import Reconstructor
@@ -66,31 +67,33 @@ def main(argv=None) -> dict:
     if len(unseen) > args.num_samples:
         pick = np.random.default_rng(args.seed).choice(len(unseen), args.num_samples, replace=False)
         unseen = [unseen[i] for i in sorted(pick)]
-    images = load_image_set(unseen, "loading images")
-    for path, reason in images.skipped:
-        print(f"skipped {reason}")
-    if not images.images:
-        raise SystemExit(f"no scorable images in {args.data}")
-
-    per_image, samples = [], []
+    # decoded batch by batch (a CelebA-HQ folder at 1024 px would take 3 MB a photo in memory)
+    per_image, samples, skipped = [], [], 0
     size = "native" if args.native else "trained"
-    for start in range(0, len(images.images), args.batch_size):
-        batch_files = images.files[start:start + args.batch_size]
-        inputs = [model.prepare(im, size) for im in images.images[start:start + args.batch_size]]
-        if args.native:  # sizes differ, so one at a time
-            outputs = [model.decode(model.encode(x)) for x in inputs]
-        else:
-            outputs = list(model.reconstruct_batch(np.stack(inputs))[0])
-        for path, x, y in zip(batch_files, inputs, outputs):
-            m = image_metrics(x, y)
-            per_image.append({"file": path.name} | m)
-            if len(samples) < 6:
-                samples.append((path.name, x, y, m))
+    with tqdm(total=len(unseen), desc="scoring", unit="img", leave=False) as bar:
+        for start in range(0, len(unseen), args.batch_size):
+            images = load_image_set(unseen[start:start + args.batch_size], desc=None)
+            for path, reason in images.skipped:
+                print(f"skipped {reason}")
+            skipped += len(images.skipped)
+            inputs = [model.prepare(im, size) for im in images.images]
+            if args.native or not inputs:  # native sizes differ, so one at a time
+                outputs = [model.decode(model.encode(x)) for x in inputs]
+            else:
+                outputs = list(model.reconstruct_batch(np.stack(inputs))[0])
+            for path, x, y in zip(images.files, inputs, outputs):
+                m = image_metrics(x, y)
+                per_image.append({"file": path.name} | m)
+                if len(samples) < 6:
+                    samples.append((path.name, x, y, m))
+            bar.update(len(images.files) + len(images.skipped))
+    if not per_image:
+        raise SystemExit(f"no scorable images in {args.data}")
 
     # LPIPS is NaN for images smaller than AlexNet takes (--native); those are left out of its mean
     summary = {name: {"mean": float(np.nanmean([r[name] for r in per_image])),
                       "std": float(np.nanstd([r[name] for r in per_image]))} for name in METRICS}
-    summary |= {"per_image": per_image, "count": len(per_image), "data": str(args.data),
+    summary |= {"per_image": per_image, "count": len(per_image), "skipped": skipped, "data": str(args.data),
                 "size": "native" if args.native else model.config.image_size, "precision": model.precision,
                 "model": {"path": str(model_dir), "description": model.describe()} | model.config.to_dict()}
     summary["model"].pop("feature_scale", None)
