@@ -23,6 +23,9 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the demo must work offline: no telemetry calls
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's own log lines; 0 shows them all
 
+from recon.precision import PRECISIONS  # noqa: E402  (these two import no TensorFlow)
+from recon.startup import start_tensorflow_quietly  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -37,35 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                      "$GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
-    # recon.precision.PRECISIONS, spelled out: importing recon here would load TensorFlow before --help
-    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="what the models compute in; auto: bfloat16 on CPUs with AVX512-BF16/AMX (about 2x "
                              "faster), float16 on CUDA GPUs, else float32")
     return parser.parse_args(argv)
-
-
-def start_tensorflow_quietly() -> None:
-    """Import TensorFlow and probe its devices with file descriptor 2 pointed at /dev/null.
-
-    Its C++ start-up lines (oneDNN notes, "Could not find cuda drivers", the failed cuInit on a
-    machine without a GPU) are written there by absl before any setting applies (TF 2.21 ignores
-    TF_CPP_MIN_LOG_LEVEL for them). Python exceptions still reach the console; set
-    TF_CPP_MIN_LOG_LEVEL=0 to see everything.
-    """
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
-        return
-    import sys
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow as tf
-        tf.config.list_physical_devices("GPU")
-    except ImportError:
-        pass  # Keras on another backend
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved), os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 
 from hub import HubError, _load, download, push_to_hub
 from hub.space import push_space
+from recon.startup import start_tensorflow_quietly
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,12 +48,15 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     try:
         if args.command == "push":
+            start_tensorflow_quietly()  # the folder is rebuilt before it is published
             print(push_to_hub(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
                               commit_message=args.message))
         elif args.command == "space":
+            start_tensorflow_quietly()
             print(push_space(args.space_id, args.model, private=args.private, commit_message=args.message))
         else:
             folder = download(args.repo_id, revision=args.revision, local_dir=args.to)
+            start_tensorflow_quietly()  # after the download, so that no network fails within a second
             model = _load(folder, f"Hub repo {args.repo_id}")
             print(f"{args.repo_id}: {model.describe()}\n{folder}")
     except HubError as e:

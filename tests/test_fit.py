@@ -268,7 +268,7 @@ def test_auto_precision_follows_the_cpu_flags():
         resolve_precision("int8")
 
 
-def test_export_with_a_holdout_scores_the_model_and_writes_its_card(tmp_path, photo_dir):
+def test_export_with_a_holdout_scores_the_model_and_writes_its_card(tmp_path, photo_dir, capsys):
     from training import export
     run = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
     holdout = tmp_path / "holdout"
@@ -283,8 +283,9 @@ def test_export_with_a_holdout_scores_the_model_and_writes_its_card(tmp_path, ph
     assert f"{summary['lpips']['mean']:.4f}" in card and "held-out" in card
     assert (out / "samples.png").is_file() and (out / "lpips_histogram.png").is_file()
     assert not (out / "sample_reconstructions.png").exists()
-    with pytest.raises(SystemExit, match="not empty"):
+    with pytest.raises(SystemExit) as e:
         export.main([str(run), str(out)])
+    assert e.value.code == 2 and "is not empty: export into a new folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -16,7 +16,6 @@ its own slice, so decoding is not spread across machines (the cached-features pa
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import keras
@@ -25,16 +24,6 @@ import numpy as np
 # keras.distribution.initialize() reads these; set, they make this one process of a multi-machine run
 MULTI_PROCESS_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
                            "KERAS_DISTRIBUTION_PROCESS_ID")
-
-
-def device_count(text: str) -> int | str:
-    """`--devices` values: a positive count, or "all" for every visible device."""
-    if text == "all":
-        return text
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', not {value}")
-    return value
 
 
 def setup_devices(devices: int | str | None, batch_size: int) -> tuple[int, str]:

@@ -13,14 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from recon.metrics import image_metrics
-from recon.pipeline import Reconstructor
 from recon.precision import PRECISIONS
-from training.data import file_sha1, find_images, load_image_set
-from training.plots import plot_histogram, plot_history, plot_reconstructions
+from recon.startup import start_tensorflow_quietly
 
 METRICS = ("psnr", "ssim", "lpips", "mse")
 
@@ -37,7 +31,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="what the model computes in (auto: bfloat16 on CPUs with AVX512-BF16/AMX); "
                         "metrics stay float64")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not Path(args.data).is_dir():
+        p.error(f"--data {args.data}: no such folder")
+    return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answer now, before TensorFlow loads (seconds)
+    start_tensorflow_quietly()
+
+import numpy as np  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from recon.metrics import image_metrics  # noqa: E402
+from recon.pipeline import ModelFolderError, Reconstructor  # noqa: E402
+from training.data import file_sha1, find_images, load_image_set  # noqa: E402
+from training.plots import plot_histogram, plot_history, plot_reconstructions  # noqa: E402
 
 
 def nan_to_null(record: dict) -> dict:
@@ -56,7 +66,10 @@ def main(argv=None) -> dict:
     model_dir = Path(args.model)
     save_dir = Path(args.save_dir or f"runs/eval-{model_dir.resolve().name}")
     save_dir.mkdir(parents=True, exist_ok=True)
-    model = Reconstructor.from_pretrained(model_dir, precision=args.precision)
+    try:
+        model = Reconstructor.from_pretrained(model_dir, precision=args.precision)
+    except ModelFolderError as e:
+        raise SystemExit(f"--model: {e}") from None
     print(f"model: {model.describe()}")
 
     files = find_images(args.data)

@@ -15,11 +15,33 @@ import argparse
 import shutil
 from pathlib import Path
 
-from hub.card import write_model_card
-from recon.pipeline import Reconstructor
-from training import evaluate
+from recon.startup import start_tensorflow_quietly
 
 RECORDS = ("history.json", "loss_curve.png", "run_config.json", "split.json")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n")[0])
+    p.add_argument("run", help="a training.fit run folder")
+    p.add_argument("out", help="the model folder to write")
+    p.add_argument("--float16", action="store_true", help="store the encoder weights as float16")
+    p.add_argument("--holdout", help="held-out photos to score the model on; also writes the model card")
+    args = p.parse_args(argv)
+    for what, folder in (("run", args.run), ("--holdout", args.holdout)):
+        if folder is not None and not Path(folder).is_dir():
+            p.error(f"{what} {folder}: no such folder")
+    if Path(args.out).exists() and any(Path(args.out).iterdir()):
+        p.error(f"{args.out} is not empty: export into a new folder")
+    return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answer now, before TensorFlow loads (seconds)
+    start_tensorflow_quietly()
+
+from hub.card import write_model_card  # noqa: E402
+from recon.pipeline import ModelFolderError, Reconstructor  # noqa: E402
+from training import evaluate  # noqa: E402
 
 
 def export(run: Path, out: Path, float16: bool = False) -> Reconstructor:
@@ -35,16 +57,12 @@ def export(run: Path, out: Path, float16: bool = False) -> Reconstructor:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n")[0])
-    p.add_argument("run", help="a training.fit run folder")
-    p.add_argument("out", help="the model folder to write")
-    p.add_argument("--float16", action="store_true", help="store the encoder weights as float16")
-    p.add_argument("--holdout", help="held-out photos to score the model on; also writes the model card")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out} is not empty: export into a new folder")
-    model = export(Path(args.run), out, args.float16)
+    try:
+        model = export(Path(args.run), out, args.float16)
+    except ModelFolderError as e:
+        raise SystemExit(f"run: {e}") from None
     print(f"exported {model.describe()} to {out}")
     if args.holdout:
         evaluate.main(["--model", str(out), "--data", args.holdout, "--save-dir", str(out)])

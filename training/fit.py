@@ -21,21 +21,9 @@ import time
 import warnings
 from pathlib import Path
 
-import keras
-import numpy as np
-
 from recon.config import VGG16_LAYERS, ReconConfig
-from recon.decoder import build_decoder
-from recon.encoder import build_encoder
 from recon.metrics import SSIM_MIN_SIZE
-from recon.pipeline import Reconstructor
-from recon.precision import resolve_precision, training_policy
-from training.data import (CachedCrops, EvalViews, FeatureCache, OnTheFlyCrops, StreamingCrops, encode_batches,
-                           feature_rms, find_images, hash_split, image_grid, load_image_set, record_skipped, save_png,
-                           save_split, split_folders)
-from training.distribute import device_count, release_devices, setup_devices, share_batches
-from training.losses import make_loss, psnr_metric, ssim_metric
-from training.plots import plot_history
+from recon.startup import start_tensorflow_quietly
 
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of the peak learning rate
 RECIPE_UPSAMPLE_WIDTHS = (48, 32, 16, 8)  # the bundled recipe's x2 stages, the first ones a layer needs
@@ -98,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "them. Default 1 (all in a multi-machine run). Needs KERAS_BACKEND=jax: see "
                         "training/distribute.py")
     args = p.parse_args(argv)
-    for flag, folder in (("--data", args.data), ("--val-data", args.val_data)):
+    for flag, folder in (("--data", args.data), ("--val-data", args.val_data), ("--init-from", args.init_from)):
         if folder is not None and not Path(folder).is_dir():
             p.error(f"{flag} {folder}: no such folder")
     if not args.init_from:  # a warm start's layer comes from its folder: checked once that is read
@@ -115,6 +103,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def device_count(text: str) -> int | str:
+    """`--devices` values: a positive count, or "all" for every visible device."""
+    if text == "all":
+        return text
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', not {value}")
+    return value
+
+
 def size_problem(layer: str, image_size: int, crop_size: int | None) -> str | None:
     """Why these sizes cannot train `layer`, or None: every side a multiple of the layer's stride,
     and at least the 11 px the SSIM term of the loss needs."""
@@ -125,6 +123,25 @@ def size_problem(layer: str, image_size: int, crop_size: int | None) -> str | No
             return (f"{flag} {size}: {layer} needs a multiple of its stride {stride} of at least {smallest} px "
                     f"(the SSIM loss's window is {SSIM_MIN_SIZE} px)")
     return None
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answer now, before TensorFlow loads (seconds)
+    start_tensorflow_quietly()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from recon.decoder import build_decoder  # noqa: E402
+from recon.encoder import build_encoder  # noqa: E402
+from recon.pipeline import ModelFolderError, Reconstructor  # noqa: E402
+from recon.precision import resolve_precision, training_policy  # noqa: E402
+from training.data import (CachedCrops, EvalViews, FeatureCache, OnTheFlyCrops, StreamingCrops,  # noqa: E402
+                           encode_batches, feature_rms, find_images, hash_split, image_grid, load_image_set,
+                           record_skipped, save_png, save_split, split_folders)
+from training.distribute import release_devices, setup_devices, share_batches  # noqa: E402
+from training.losses import make_loss, psnr_metric, ssim_metric  # noqa: E402
+from training.plots import plot_history  # noqa: E402
 
 
 def main(argv=None, callbacks=()) -> Path:
@@ -187,7 +204,10 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
     save_split(out / "split.json", args.data, train_files, val_files, val_source)
 
     # models: the frozen encoder, and the config that rebuilds the decoder exactly
-    start = Reconstructor.from_pretrained(args.init_from) if args.init_from else None
+    try:
+        start = Reconstructor.from_pretrained(args.init_from) if args.init_from else None
+    except ModelFolderError as e:
+        raise SystemExit(f"--init-from: {e}") from None
     if start is not None:
         cfg = start.config
         problem = size_problem(cfg.layer, cfg.image_size, args.crop_size)

@@ -1,0 +1,35 @@
+"""Quiet start-up for the command-line tools: TensorFlow's C++ log lines kept off the console.
+
+Imports nothing heavy itself, so a tool can parse its arguments (and answer --help) first and load
+TensorFlow after. `import recon` is just as light: its names load on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def start_tensorflow_quietly() -> None:
+    """Import TensorFlow and probe its devices with file descriptor 2 pointed at /dev/null.
+
+    Its C++ start-up lines (oneDNN notes, "Could not find cuda drivers", the failed cuInit on a
+    machine without a GPU) are written there by absl before any setting applies (TF 2.21 ignores
+    TF_CPP_MIN_LOG_LEVEL for them). Python exceptions still reach the console. Set
+    TF_CPP_MIN_LOG_LEVEL=0 to see everything; with KERAS_BACKEND other than tensorflow, TensorFlow
+    is not imported at all.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's Python-side log lines too
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+        tf.config.list_physical_devices("GPU")
+    except ImportError:
+        pass  # Keras on another backend
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved), os.close(devnull)
