@@ -186,85 +186,13 @@ def main(argv=None, callbacks=()) -> Path:
 
 
 def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
-    # data: the split is written down so evaluate never scores a training image
-    # a --data folder with train/ and val/ (or valid/) subfolders keeps that split (CelebA-HQ's layout)
-    folders = None if args.val_data else split_folders(args.data)
-    if args.val_data:
-        train_files, val_files, val_source = find_images(args.data, args.limit), find_images(args.val_data), "val-data"
-        print(f"split: train on {args.data}, validate on --val-data {args.val_data}")
-    elif folders:
-        train_files, val_files = find_images(folders[0], args.limit), find_images(folders[1])
-        val_source = f"{folders[1].name}/ folder"
-        print(f"split: the folder's own, train on {folders[0]}, validate on {folders[1]}")
-    else:
-        train_files, val_files = hash_split(find_images(args.data, args.limit), Path(args.data))
-        val_source = "hash split"
-        print(f"split: a hash of each path under {args.data} (it has no train/ and val/ subfolders)")
-    print(f"data: {len(train_files)} train, {len(val_files)} val files (decoded batch by batch)")
-    save_split(out / "split.json", args.data, train_files, val_files, val_source)
-
-    # models: the frozen encoder, and the config that rebuilds the decoder exactly
-    try:
-        start = Reconstructor.from_pretrained(args.init_from) if args.init_from else None
-    except ModelFolderError as e:
-        raise SystemExit(f"--init-from: {e}") from None
-    if start is not None:
-        cfg = start.config
-        problem = size_problem(cfg.layer, cfg.image_size, args.crop_size)
-        if problem:
-            raise SystemExit(f"--init-from {args.init_from}: {problem}")
-    elif args.resume:
-        cfg = ReconConfig.load(out / "config.json")
-    else:
-        stages = VGG16_LAYERS[args.layer][1].bit_length() - 1
-        cfg = ReconConfig(layer=args.layer, image_size=args.image_size, encoder_weights=args.encoder_weights,
-                          decoder_width=args.decoder_width, num_res_blocks=args.res_blocks,
-                          upsample_widths=args.upsample_widths or list(RECIPE_UPSAMPLE_WIDTHS[:stages]),
-                          upsample=args.upsample)
+    train_files, val_files = split_files(args, out)
+    cfg, start = starting_config(args, out)
     encoder = build_encoder(cfg)
-    encoder_id = {"backbone": cfg.backbone, "layer": cfg.layer, "weights": cfg.encoder_weights,
-                  "seed": cfg.encoder_seed, "policy": keras.config.dtype_policy().name}
-
-    # training data: crops streamed from the files, the encoder inside the training step (--no-cache);
-    # the same crops cut from images decoded up front (--in-memory); or the encoder's features of a
-    # fixed set of crops, cached on disk (the default, if it fits under --cache-max-gb and on the disk)
-    cache = None
-    if not (args.no_cache or args.in_memory):
-        cache = FeatureCache(Path(args.cache_dir), FeatureCache.key_for(
-            encoder_id, train_files, args.crop_size, cfg.image_size, args.crops_per_image, args.seed))
-        problem = None if cache.is_complete() else cache_problem(
-            encoder, len(train_files) * args.crops_per_image, args.crop_size or cfg.image_size, args.cache_max_gb,
-            cache.dir)
-        if problem:
-            print(f"feature cache: {problem}: streaming instead, the encoder in every training step "
-                  "(raise --cache-max-gb to cache anyway, or pass --no-cache to skip this check)")
-            cache, args.no_cache = None, True  # recorded, so that --resume trains the same way
-            (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
-    if cache is None:
-        if args.in_memory:
-            train = load_image_set(train_files, "loading train images")
-            note_skipped(out, dict(train.skipped))
-            print(f"data: {len(train.images)} images in memory ({len(train.skipped)} unreadable skipped)")
-            train_data = OnTheFlyCrops(train.images, args.crop_size, cfg.image_size, args.crops_per_image,
-                                       args.batch_size, args.seed, workers=args.workers)
-        else:
-            train_data = StreamingCrops(train_files, args.crop_size, cfg.image_size, args.crops_per_image,
-                                        args.batch_size, args.seed, workers=args.workers)
-    else:
-        if cache.is_complete():
-            print(f"feature cache: reusing {cache.dir}")
-            features, targets = cache.open()
-        else:
-            features, targets = cache.build(encoder, train_files, args.crop_size, cfg.image_size,
-                                            args.crops_per_image, args.seed, workers=args.workers)
-        skipped = dict(cache.skipped())
-        note_skipped(out, skipped)
-        print(f"feature cache: {len(targets)} crops ({len(skipped)} unreadable skipped)")
-        if not len(targets):
-            raise SystemExit("none of the training files is a readable image")
-        train_data = CachedCrops(features, targets, args.batch_size, args.seed)
+    train_data, features = training_batches(args, out, cfg, encoder, train_files)
+    cached = features is not None
     if cfg.feature_scale is None:  # from the features of the first 256 training crops
-        if cache is not None:
+        if cached:
             sample = features[:256]
         else:
             crops = [train_data[i][0] for i in range(min(len(train_data), 256 // args.batch_size))]
@@ -280,14 +208,14 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
 
     # validation streams too, at the evaluation view; a decoder trained on cached features is
     # validated on the encoder's features of it, computed batch by batch
-    val_data = EvalViews(val_files, cfg.image_size, args.batch_size, encoder=None if cache is None else encoder,
+    val_data = EvalViews(val_files, cfg.image_size, args.batch_size, encoder=encoder if cached else None,
                          workers=args.workers)
     grid_features, grid_targets = EvalViews(val_files, cfg.image_size, 4, encoder=encoder)[0]  # for SampleGrid
     print(f"decoder: {decoder.count_params():,} parameters; encoder {cfg.encoder_weights} {cfg.layer} "
           f"{tuple(grid_features.shape[1:])}")
     # With the cache the decoder trains on stored features; without it, on images, through the
     # frozen encoder inside the same graph (one compiled step on a GPU).
-    model = (decoder if cache is not None
+    model = (decoder if cached
              else keras.Model(encoder.input, decoder(encoder.output), name="encoder_decoder"))
     train_data, val_data = share_batches(train_data, val_data)  # even shares per device (several devices)
     if args.minutes:  # cosine over wall-clock time instead of steps (see TimeBudget)
@@ -331,6 +259,95 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
         from hub import push_to_hub
         print(f"pushed: {push_to_hub(out, args.push_to_hub)}")
     return out
+
+
+def split_files(args: argparse.Namespace, out: Path) -> tuple[list[Path], list[Path]]:
+    """The training and validation files, written down in split.json so evaluate never scores a
+    training image. A --data folder with train/ and val/ (or valid/) subfolders keeps that split
+    (CelebA-HQ's layout); --val-data overrides it; otherwise a hash of each path decides."""
+    folders = None if args.val_data else split_folders(args.data)
+    if args.val_data:
+        train_files, val_files, val_source = find_images(args.data, args.limit), find_images(args.val_data), "val-data"
+        print(f"split: train on {args.data}, validate on --val-data {args.val_data}")
+    elif folders:
+        train_files, val_files = find_images(folders[0], args.limit), find_images(folders[1])
+        val_source = f"{folders[1].name}/ folder"
+        print(f"split: the folder's own, train on {folders[0]}, validate on {folders[1]}")
+    else:
+        train_files, val_files = hash_split(find_images(args.data, args.limit), Path(args.data))
+        val_source = "hash split"
+        print(f"split: a hash of each path under {args.data} (it has no train/ and val/ subfolders)")
+    print(f"data: {len(train_files)} train, {len(val_files)} val files (decoded batch by batch)")
+    save_split(out / "split.json", args.data, train_files, val_files, val_source)
+    return train_files, val_files
+
+
+def starting_config(args: argparse.Namespace, out: Path) -> tuple[ReconConfig, Reconstructor | None]:
+    """The config that rebuilds the decoder exactly, and the model a warm start (--init-from) trains on
+    from: its config; a resumed run's own; or a new one from the arguments."""
+    try:
+        start = Reconstructor.from_pretrained(args.init_from) if args.init_from else None
+    except ModelFolderError as e:
+        raise SystemExit(f"--init-from: {e}") from None
+    if start is not None:
+        cfg = start.config
+        problem = size_problem(cfg.layer, cfg.image_size, args.crop_size)
+        if problem:
+            raise SystemExit(f"--init-from {args.init_from}: {problem}")
+    elif args.resume:
+        cfg = ReconConfig.load(out / "config.json")
+    else:
+        stages = VGG16_LAYERS[args.layer][1].bit_length() - 1
+        cfg = ReconConfig(layer=args.layer, image_size=args.image_size, encoder_weights=args.encoder_weights,
+                          decoder_width=args.decoder_width, num_res_blocks=args.res_blocks,
+                          upsample_widths=args.upsample_widths or list(RECIPE_UPSAMPLE_WIDTHS[:stages]),
+                          upsample=args.upsample)
+    return cfg, start
+
+
+def training_batches(args: argparse.Namespace, out: Path, cfg: ReconConfig, encoder: keras.Model,
+                     train_files: list[Path]) -> tuple[keras.utils.PyDataset, np.ndarray | None]:
+    """The training batches, and the cached features they serve (None when they are images).
+
+    Crops streamed from the files, the encoder inside the training step (--no-cache); the same
+    crops cut from images decoded up front (--in-memory); or the encoder's features of a fixed set
+    of crops, cached on disk (the default, if it fits under --cache-max-gb and on the disk).
+    """
+    encoder_id = {"backbone": cfg.backbone, "layer": cfg.layer, "weights": cfg.encoder_weights,
+                  "seed": cfg.encoder_seed, "policy": keras.config.dtype_policy().name}
+    cache = None
+    if not (args.no_cache or args.in_memory):
+        cache = FeatureCache(Path(args.cache_dir), FeatureCache.key_for(
+            encoder_id, train_files, args.crop_size, cfg.image_size, args.crops_per_image, args.seed))
+        problem = None if cache.is_complete() else cache_problem(
+            encoder, len(train_files) * args.crops_per_image, args.crop_size or cfg.image_size, args.cache_max_gb,
+            cache.dir)
+        if problem:
+            print(f"feature cache: {problem}: streaming instead, the encoder in every training step "
+                  "(raise --cache-max-gb to cache anyway, or pass --no-cache to skip this check)")
+            cache, args.no_cache = None, True  # recorded, so that --resume trains the same way
+            (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
+    if cache is not None:
+        if cache.is_complete():
+            print(f"feature cache: reusing {cache.dir}")
+            features, targets = cache.open()
+        else:
+            features, targets = cache.build(encoder, train_files, args.crop_size, cfg.image_size,
+                                            args.crops_per_image, args.seed, workers=args.workers)
+        skipped = dict(cache.skipped())
+        note_skipped(out, skipped)
+        print(f"feature cache: {len(targets)} crops ({len(skipped)} unreadable skipped)")
+        if not len(targets):
+            raise SystemExit("none of the training files is a readable image")
+        return CachedCrops(features, targets, args.batch_size, args.seed), features
+    if args.in_memory:
+        train = load_image_set(train_files, "loading train images")
+        note_skipped(out, dict(train.skipped))
+        print(f"data: {len(train.images)} images in memory ({len(train.skipped)} unreadable skipped)")
+        return OnTheFlyCrops(train.images, args.crop_size, cfg.image_size, args.crops_per_image,
+                             args.batch_size, args.seed, workers=args.workers), None
+    return StreamingCrops(train_files, args.crop_size, cfg.image_size, args.crops_per_image,
+                          args.batch_size, args.seed, workers=args.workers), None
 
 
 class EpochLog(keras.callbacks.Callback):
