@@ -50,6 +50,7 @@ if __name__ == "__main__":
     parse_args()  # --help and bad arguments answer now, before Gradio and TensorFlow load (seconds)
     start_tensorflow_quietly()
 
+import contextlib  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
@@ -332,11 +333,12 @@ def ablate(model: Reconstructor, path, resolution: str = "trained", mode: str = 
 
 
 def refine_upload(model: Reconstructor, path, steps: int = 100, every: int = REFINE_STREAM_EVERY,
-                  learning_rate: float = 2e-3):
+                  learning_rate: float = 2e-3, stop: threading.Event | None = None):
     """Refine tab, streamed: (decoder's guess, refined image, change map, status, metrics) every `every` steps.
 
     Runs at the trained size whatever the Upload tab's resolution: each step is a forward and a
-    backward pass through the encoder, so large images would take minutes.
+    backward pass through the encoder, so large images would take minutes. Once `stop` is set, the
+    next frame is the last, and its status says where it stopped.
     """
     image = read_upload(path)
     steps = int(np.clip(int(steps), 1, MAX_REFINE_STEPS))
@@ -347,12 +349,16 @@ def refine_upload(model: Reconstructor, path, steps: int = 100, every: int = REF
     try:
         for step, refined, error in feature_matching(model, rec.features, rec.output, steps, learning_rate, every):
             now = rounded(image_metrics(rec.input, refined))
-            status = (f"Step **{step} / {steps}** ({time.perf_counter() - start:.0f} s): feature error "
-                      f"{error:.3g} of the features' energy, PSNR {first['psnr']:.2f} → **{now['psnr']:.2f} dB**, "
+            stopping = stop is not None and stop.is_set() and step < steps
+            status = (("Stopped at step" if stopping else "Step") + f" **{step} / {steps}** "
+                      f"({time.perf_counter() - start:.0f} s): feature error {error:.3g} of the features' energy, "
+                      f"PSNR {first['psnr']:.2f} → **{now['psnr']:.2f} dB**, "
                       f"SSIM {first['ssim']:.3f} → **{now['ssim']:.3f}**")
             metrics = {"step": step, "relative_feature_error": round(error, 6),
                        "decoder": first, "refined": now}
             yield guess, to_uint8(refined), error_heatmap(rec.output, refined), status, metrics
+            if stopping:
+                return
     except NotImplementedError as e:
         raise gr.Error(f"Cannot refine: {e}") from None
 
@@ -822,6 +828,35 @@ def ablation_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
     return [k, zero_ch]
 
 
+class StopRequests:
+    """Stop buttons per browser session: `listen` hands a running job an Event that `request` sets."""
+
+    def __init__(self):
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def listen(self, session: str):
+        event = threading.Event()
+        with self._lock:
+            self._events[session] = event
+        try:
+            yield event
+        finally:
+            with self._lock:
+                if self._events.get(session) is event:
+                    del self._events[session]
+
+    def request(self, session: str) -> None:
+        with self._lock:
+            event = self._events.get(session)
+        if event is not None:
+            event.set()
+
+
+REFINE_STOPS = StopRequests()
+
+
 def refine_tab(store: ModelStore, picker, upload) -> None:
     with gr.Tab("Refine", id="refine"):
         gr.Markdown("Someone who holds the encoder as well as the features can do better than the "
@@ -842,16 +877,22 @@ def refine_tab(store: ModelStore, picker, upload) -> None:
         metrics = gr.JSON(label="Metrics against the input", elem_id="refine-metrics")
 
     @page_errors(outputs=5, status=3)
-    def on_refine(path, n, name):
+    def on_refine(path, n, name, request: gr.Request):
         if not path:
             yield None, None, None, NO_UPLOAD, None
             return
-        yield from refine_upload(store.get(name), path, n)
+        with REFINE_STOPS.listen(request.session_hash) as stop:
+            yield from refine_upload(store.get(name), path, n, stop=stop)
+
+    def on_stop(request: gr.Request):
+        REFINE_STOPS.request(request.session_hash)
 
     refining = button.click(on_refine, [upload, steps, picker], [guess, refined, change, status, metrics],
                             api_name="refine", concurrency_limit=1)
     toast_failures(refining, status)
-    stop.click(None, cancels=[refining])  # fn None: a private endpoint
+    # Stop asks the running refinement to end at its next frame, which then says where it stopped
+    # (cancelling the event instead left the last "Step n / N" standing, or raced a status written here)
+    stop.click(on_stop, api_visibility="private", queue=False)
 
 
 def layers_tab(store: ModelStore, upload, resolution) -> None:

@@ -190,6 +190,19 @@ def test_refine_upload_streams_until_the_last_step(model, images):
     assert metrics["decoder"]["psnr"] == frames[0][-1]["refined"]["psnr"]  # step 0 is the decoder's guess
 
 
+def test_refine_stops_at_the_next_frame_and_says_where(model, images):
+    stops = app.StopRequests()
+    with stops.listen("visitor") as stop, stops.listen("other") as other:
+        frames = app.refine_upload(model, str(images / "good.png"), steps=10, every=2, learning_rate=1e-2, stop=stop)
+        next(frames), next(frames)  # steps 0 and 2
+        stops.request("visitor")
+        rest = list(frames)
+        assert not other.is_set()  # another session's refinement runs on
+    assert [m["step"] for *_, m in rest] == [4]
+    assert "Stopped at step **4 / 10**" in rest[0][3]
+    stops.request("visitor")  # after the run: nothing to stop, no error
+
+
 def test_refine_upload_caps_steps_and_rejects_bad_files(model, images):
     frames = app.refine_upload(model, str(images / "good.png"), steps=10_000, every=10_000)
     assert [m["step"] for *_, m in frames] == [0, app.MAX_REFINE_STEPS]
