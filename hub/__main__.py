@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from hub import HubError, _load, download, push_to_hub
 from hub.space import push_space
@@ -41,7 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  "models/vgg16-block3_conv3 always is (default, and fallback)")
     space_push.add_argument("--private", action="store_true", help="create the Space private")
     space_push.add_argument("--message", help="commit message")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.command == "push" and not Path(args.model_dir).is_dir():
+        p.error(f"{args.model_dir}: no such folder")
+    return args
 
 
 def main(argv=None) -> None:

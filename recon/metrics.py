@@ -13,7 +13,6 @@ import functools
 import math
 
 import numpy as np
-from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from recon.imageio import checked_image, to_float
 
@@ -47,16 +46,21 @@ def ssim(reference: np.ndarray, test: np.ndarray) -> float:
 
 
 # The same on a pair unit_pair has already checked (image_metrics checks once for all of them).
+# scikit-image is imported on first use: it brings scipy.stats (about a second), which the
+# command-line tools' --help and the constants above do not need.
 def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import mean_squared_error
     return float(mean_squared_error(a, b))
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import peak_signal_noise_ratio
     with np.errstate(divide="ignore"):
         return float(peak_signal_noise_ratio(a, b, data_range=DATA_RANGE))
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
     if min(a.shape[:2]) < SSIM_MIN_SIZE:
         return math.nan
     return float(structural_similarity(a, b, data_range=DATA_RANGE, channel_axis=-1 if a.ndim == 3 else None,

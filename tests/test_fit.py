@@ -13,7 +13,7 @@ from PIL import Image
 
 from recon import Reconstructor
 from tests.conftest import smooth_image
-from training import evaluate, fit
+from training import evaluate, export, fit
 from training.data import split_folders
 
 TINY = ["--layer", "block2_conv2", "--image-size", "32", "--crop-size", "32", "--crops-per-image", "2",
@@ -192,12 +192,26 @@ def test_evaluate_decodes_batch_by_batch_and_skips_unreadable_files(tmp_path, ph
     small = evaluate.main(["--model", str(out), "--data", str(held), "--batch-size", "2",
                            "--save-dir", str(tmp_path / "ev")])
     assert max(decoded) == 2 and sum(decoded) == 6  # never more than a batch in memory
-    assert small["count"] == 5 and small["skipped"] == 1 and "3_broken.jpg" in capsys.readouterr().out
+    assert small["count"] == 5 and "3_broken.jpg" in capsys.readouterr().out
+    assert [entry["file"] for entry in small["skipped"]] == ["3_broken.jpg"]
     whole = evaluate.main(["--model", str(out), "--data", str(held), "--batch-size", "8",
                            "--save-dir", str(tmp_path / "ev8")])
     assert [r["file"] for r in small["per_image"]] == [r["file"] for r in whole["per_image"]]
     np.testing.assert_allclose([r["psnr"] for r in small["per_image"]], [r["psnr"] for r in whole["per_image"]],
                                rtol=1e-4)
+    for seed in range(4):  # a sample that drew the broken file takes the next readable one instead
+        sample = evaluate.main(["--model", str(out), "--data", str(held), "--num-samples", "3", "--seed", str(seed),
+                                "--save-dir", str(tmp_path / "sample")])
+        assert sample["count"] == 3
+    broken_only = tmp_path / "broken_only"
+    broken_only.mkdir()
+    (broken_only / "a.jpg").write_bytes(b"not an image")
+    with pytest.raises(SystemExit, match="no scorable images"):
+        evaluate.main(["--model", str(out), "--data", str(broken_only), "--save-dir", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()  # nothing written for a failed evaluation
+    with pytest.raises(SystemExit, match="no scorable images"):
+        export.main([str(out), str(tmp_path / "exported"), "--holdout", str(broken_only)])
+    assert not (tmp_path / "exported").exists()  # taken back, so a rerun into it works
 
 
 def test_minutes_budget_stops_training_and_decays_the_learning_rate(tmp_path, photo_dir, capsys):
@@ -216,7 +230,6 @@ def test_minutes_budget_stops_training_and_decays_the_learning_rate(tmp_path, ph
 
 
 def test_export_makes_a_lean_loadable_folder(tmp_path, photo_dir):
-    from training import export
     run = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
     export.main([str(run), str(tmp_path / "lean"), "--float16"])
     lean = tmp_path / "lean"
@@ -269,7 +282,6 @@ def test_auto_precision_follows_the_cpu_flags():
 
 
 def test_export_with_a_holdout_scores_the_model_and_writes_its_card(tmp_path, photo_dir, capsys):
-    from training import export
     run = run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", "--epochs", "1")
     holdout = tmp_path / "holdout"
     holdout.mkdir()
@@ -294,12 +306,23 @@ def test_export_with_a_holdout_scores_the_model_and_writes_its_card(tmp_path, ph
     (["--image-size", "31"], "--image-size 31"),
     (["--batch-size", "0"], "positive integer"),
     (["--val-data", "/nonexistent/photos"], "--val-data /nonexistent/photos: no such folder"),
+    (["--init-from", "/nonexistent/model"], "--init-from /nonexistent/model: no such folder"),
 ])
 def test_bad_sizes_are_refused_before_any_work(tmp_path, photo_dir, capsys, flags, message):
     with pytest.raises(SystemExit) as e:
         run_fit(photo_dir, tmp_path / "run", tmp_path / "cache", *flags)
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_outputs_that_are_files_are_refused(tmp_path, photo_dir, capsys):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        run_fit(photo_dir, tmp_path / "a_file", tmp_path / "cache")
+    assert e.value.code == 2 and "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        export.main([str(photo_dir), str(tmp_path / "a_file")])
+    assert e.value.code == 2 and "a file, not a folder" in capsys.readouterr().err
 
 
 def test_a_start_that_failed_before_its_first_epoch_does_not_block_a_rerun(tmp_path, photo_dir):

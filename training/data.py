@@ -37,7 +37,7 @@ def file_sha1(path: Path) -> str:
 def load_image_set(files: list[Path], desc: str | None = "loading images") -> ImageSet:
     """Decode `files`, setting aside the unreadable ones with the reason; a progress bar unless desc is None."""
     kept, images, skipped = [], [], []
-    for path in tqdm(files, desc=desc, unit="img", leave=False, disable=desc is None):
+    for path in tqdm(files, desc=desc, unit="img", leave=False, disable=True if desc is None else None):
         try:
             images.append(load_image(path))
             kept.append(path)

@@ -32,8 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="what the model computes in (auto: bfloat16 on CPUs with AVX512-BF16/AMX); "
                         "metrics stay float64")
     args = p.parse_args(argv)
-    if not Path(args.data).is_dir():
-        p.error(f"--data {args.data}: no such folder")
+    for flag, folder in (("--model", args.model), ("--data", args.data)):
+        if not Path(folder).is_dir():
+            p.error(f"{flag} {folder}: no such folder")
     return args
 
 
@@ -64,8 +65,6 @@ def trained_hashes(model_dir: Path) -> set[str]:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     model_dir = Path(args.model)
-    save_dir = Path(args.save_dir or f"runs/eval-{model_dir.resolve().name}")
-    save_dir.mkdir(parents=True, exist_ok=True)
     try:
         model = Reconstructor.from_pretrained(model_dir, precision=args.precision)
     except ModelFolderError as e:
@@ -77,18 +76,20 @@ def main(argv=None) -> dict:
     unseen = [p for p in files if file_sha1(p) not in seen]
     if len(unseen) < len(files):
         print(f"excluded {len(files) - len(unseen)} image(s) the model trained on")
-    if len(unseen) > args.num_samples:
-        pick = np.random.default_rng(args.seed).choice(len(unseen), args.num_samples, replace=False)
-        unseen = [unseen[i] for i in sorted(pick)]
+    if len(unseen) > args.num_samples:  # a random sample; an unreadable pick is replaced by the next
+        unseen = [unseen[i] for i in np.random.default_rng(args.seed).permutation(len(unseen))]
+    wanted = min(args.num_samples, len(unseen))
     # decoded batch by batch (a CelebA-HQ folder at 1024 px would take 3 MB a photo in memory)
-    per_image, samples, skipped = [], [], 0
+    per_image, samples, skipped, start = [], [], [], 0
     size = "native" if args.native else "trained"
-    with tqdm(total=len(unseen), desc="scoring", unit="img", leave=False) as bar:
-        for start in range(0, len(unseen), args.batch_size):
-            images = load_image_set(unseen[start:start + args.batch_size], desc=None)
+    with tqdm(total=wanted, desc="scoring", unit="img", leave=False, disable=None) as bar:  # a bar on a terminal
+        while len(per_image) < wanted and start < len(unseen):
+            batch = unseen[start:start + min(args.batch_size, wanted - len(per_image))]
+            start += len(batch)
+            images = load_image_set(batch, desc=None)
             for path, reason in images.skipped:
-                print(f"skipped {reason}")
-            skipped += len(images.skipped)
+                tqdm.write(f"skipped {reason}")
+                skipped.append({"file": path.name, "reason": reason})
             inputs = [model.prepare(im, size) for im in images.images]
             if args.native or not inputs:  # native sizes differ, so one at a time
                 outputs = [model.decode(model.encode(x)) for x in inputs]
@@ -99,9 +100,11 @@ def main(argv=None) -> dict:
                 per_image.append({"file": path.name} | m)
                 if len(samples) < 6:
                     samples.append((path.name, x, y, m))
-            bar.update(len(images.files) + len(images.skipped))
+            bar.update(len(inputs))
     if not per_image:
         raise SystemExit(f"no scorable images in {args.data}")
+    save_dir = Path(args.save_dir or f"runs/eval-{model_dir.resolve().name}")
+    save_dir.mkdir(parents=True, exist_ok=True)
 
     # LPIPS is NaN for images smaller than AlexNet takes (--native); those are left out of its mean
     summary = {name: {"mean": float(np.nanmean([r[name] for r in per_image])),

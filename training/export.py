@@ -30,7 +30,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for what, folder in (("run", args.run), ("--holdout", args.holdout)):
         if folder is not None and not Path(folder).is_dir():
             p.error(f"{what} {folder}: no such folder")
-    if Path(args.out).exists() and any(Path(args.out).iterdir()):
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        p.error(f"{args.out}: a file, not a folder")
+    if out.exists() and any(out.iterdir()):
         p.error(f"{args.out} is not empty: export into a new folder")
     return args
 
@@ -65,7 +68,12 @@ def main(argv=None) -> None:
         raise SystemExit(f"run: {e}") from None
     print(f"exported {model.describe()} to {out}")
     if args.holdout:
-        evaluate.main(["--model", str(out), "--data", args.holdout, "--save-dir", str(out)])
+        try:
+            evaluate.main(["--model", str(out), "--data", args.holdout, "--save-dir", str(out)])
+        except SystemExit:  # nothing scorable: take the export back, so that a rerun finds OUT empty
+            shutil.rmtree(out)
+            print(f"removed {out}: it was not scored")
+            raise
         (out / "sample_reconstructions.png").replace(out / "samples.png")  # the name the card and the Hub use
         (out / "training_loss_curve.png").unlink(missing_ok=True)  # the same plot as loss_curve.png
         write_model_card(out, model=model)

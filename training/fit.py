@@ -89,6 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag, folder in (("--data", args.data), ("--val-data", args.val_data), ("--init-from", args.init_from)):
         if folder is not None and not Path(folder).is_dir():
             p.error(f"{flag} {folder}: no such folder")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        p.error(f"--out {args.out}: a file, not a folder")
     if not args.init_from:  # a warm start's layer comes from its folder: checked once that is read
         problem = size_problem(args.layer, args.image_size, args.crop_size)
         if problem:
