@@ -72,6 +72,18 @@ def inference_speeds(model: Reconstructor, size: int) -> dict:
     return rows
 
 
+def convolution_flops(model: Reconstructor, size: int) -> dict[str, float]:
+    """Floating-point operations (2 per multiply-add) of every Conv2D in encoder and decoder, for
+    one size x size image, from each layer's kernel and the output shape it gives on a probe."""
+    def count(net: keras.Model, inputs: np.ndarray) -> float:
+        convs = [layer for layer in net._flatten_layers(include_self=False) if isinstance(layer, keras.layers.Conv2D)]
+        outputs = keras.Model(net.inputs, [layer.output for layer in convs]).predict(inputs, verbose=0)
+        return float(sum(2 * out.shape[1] * out.shape[2] * np.prod(layer.kernel.shape)
+                         for out, layer in zip(outputs, convs)))
+    image = np.zeros((1, size, size, 3), "float32")
+    return {"encoder": count(model.encoder, image), "decoder": count(model.decoder, model.encode(image))}
+
+
 def webcam_fps(model: Reconstructor, frames: int = 30) -> float:
     """Frames per second of the demo's streaming handler on 640x480 camera frames."""
     import app
@@ -119,6 +131,11 @@ def main(argv=None) -> dict:
     for row in infer[names[0]]:
         a, b = (infer[n][row] for n in names)
         print(f"  {row:<32}{a:>20.1f}{b:>20.1f}{b / a:>9.1f}x")
+    flops = convolution_flops(model, args.size)
+    total = sum(flops.values())
+    float32_rate = infer[names[0]]["reconstruct(), batch 1"]
+    print(f"\nconvolutions per image: {total / 1e9:.1f} GFLOP ({flops['encoder'] / 1e9:.1f} encoder, "
+          f"{flops['decoder'] / 1e9:.1f} decoder); float32 at batch 1 sustains {total * float32_rate / 1e9:.0f} GFLOP/s")
     flags = cpu_flags()
     isa = {name: name in flags for name in ("avx512_bf16", "amx_bf16", "amx_tile")}
     listed = ", ".join(f"{name} {'yes' if present else 'no'}" for name, present in isa.items())
@@ -126,7 +143,7 @@ def main(argv=None) -> dict:
           + ("Without AMX, oneDNN runs bfloat16 convolutions on AVX512-BF16 dot products, which do at most twice "
              "the multiply-adds of float32 FMAs per instruction: about 2x is the ceiling for the convolutions."
              if isa["avx512_bf16"] and not isa["amx_bf16"] else ""))
-    return {"training": train, "inference": infer, "cpu": isa}
+    return {"training": train, "inference": infer, "cpu": isa, "convolution_flops": flops}
 
 
 if __name__ == "__main__":

@@ -171,3 +171,14 @@ def test_data_pipeline_benchmark_quick_mode(tmp_path):
     assert record["results"]["auto, streaming, N=6"]["precision"] in ("float32", "mixed_bfloat16", "mixed_float16")
     assert json.loads((tmp_path / "dp.json").read_text())["rss_growth"] == record["rss_growth"]
     assert len(list((tmp_path / "photos" / "train").glob("*.jpg"))) == 12
+
+
+def test_speed_benchmark_counts_the_convolutions_flops(tiny_config):
+    from recon import Reconstructor, build_decoder, build_encoder
+    speed = load_benchmark("speed")
+    model = Reconstructor(tiny_config, build_encoder(tiny_config), build_decoder(tiny_config))
+    flops = speed.convolution_flops(model, 32)
+    # block2_conv2 at 32x32: two 3x3 convolutions at full size (3->64, 64->64), two at half (64->128, 128->128)
+    encoder = 2 * 9 * (32 * 32 * (3 * 64 + 64 * 64) + 16 * 16 * (64 * 128 + 128 * 128))
+    assert flops["encoder"] == encoder
+    assert 0 < flops["decoder"] < encoder  # a tiny decoder
