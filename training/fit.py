@@ -175,7 +175,7 @@ def main(argv=None, callbacks=()) -> Path:
                                else args.precision if args.precision in TRAINING_POLICIES
                                else training_policy(args.precision))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
+    save_run_config(out, args)
     keras.utils.set_random_seed(args.seed)
     print(f"precision: {policy}")
     previous_policy = keras.config.dtype_policy()
@@ -185,6 +185,11 @@ def main(argv=None, callbacks=()) -> Path:
     finally:
         keras.config.set_dtype_policy(previous_policy)
         release_devices()
+
+
+def save_run_config(out: Path, args: argparse.Namespace) -> None:
+    """The run's arguments as resolved, which --resume reads back (the saved settings win)."""
+    (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
 
 
 def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
@@ -267,11 +272,10 @@ def split_files(args: argparse.Namespace, out: Path) -> tuple[list[Path], list[P
     """The training and validation files, written down in split.json so evaluate never scores a
     training image. A --data folder with train/ and val/ (or valid/) subfolders keeps that split
     (CelebA-HQ's layout); --val-data overrides it; otherwise a hash of each path decides."""
-    folders = None if args.val_data else split_folders(args.data)
     if args.val_data:
         train_files, val_files, val_source = find_images(args.data, args.limit), find_images(args.val_data), "val-data"
         print(f"split: train on {args.data}, validate on --val-data {args.val_data}")
-    elif folders:
+    elif folders := split_folders(args.data):
         train_files, val_files = find_images(folders[0], args.limit), find_images(folders[1])
         val_source = f"{folders[1].name}/ folder"
         print(f"split: the folder's own, train on {folders[0]}, validate on {folders[1]}")
@@ -328,7 +332,7 @@ def training_batches(args: argparse.Namespace, out: Path, cfg: ReconConfig, enco
             print(f"feature cache: {problem}: streaming instead, the encoder in every training step "
                   "(raise --cache-max-gb to cache anyway, or pass --no-cache to skip this check)")
             cache, args.no_cache = None, True  # recorded, so that --resume trains the same way
-            (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
+            save_run_config(out, args)
     if cache is not None:
         if cache.is_complete():
             print(f"feature cache: reusing {cache.dir}")
