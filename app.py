@@ -41,8 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="what the models compute in; auto: bfloat16 on CPUs with AVX512-BF16/AMX (about 2x "
-                             "faster), float16 on CUDA GPUs, else float32")
+                        help="what the models compute in; auto: float16 on CUDA GPUs; on CPUs with VNNI/AMX "
+                             "an int8 encoder where the model folder has one (training.quantize); bfloat16 "
+                             "on CPUs with AVX512-BF16/AMX (about 2x faster); else float32")
     return parser.parse_args(argv)
 
 
@@ -210,7 +211,7 @@ def reconstruct_upload(model: Reconstructor, path, resolution: str = "trained"):
     h, w = image.shape[:2]
     metrics = rec.metrics()
     status = (f"Reconstructed at {y.shape[1]}×{y.shape[0]} (upload {w}×{h}) in {seconds:.2f} s "
-              f"from {model.config.layer} features of shape {tuple(rec.features.shape)}, in {model.precision}."
+              f"from {model.config.layer} features of shape {tuple(rec.features.shape)}, in {model.precision_name}."
               + size_note(model, image, resolution, size, y.shape) + undefined_metrics_note(metrics))
     return (x, y), error_heatmap(rec.input, rec.output), rounded(metrics), str(download), status
 
@@ -470,7 +471,7 @@ def model_info(model: Reconstructor, name: str, folder: Path | None) -> str:
              f"| Decoder | {model.decoder.count_params():,} parameters, width {c.decoder_width}, "
              f"{c.num_res_blocks} residual blocks, upsampling {c.upsample} |",
              f"| Trained size | {c.image_size}×{c.image_size} |",
-             f"| Precision | {model.precision} (inputs, outputs and metrics in float32/float64) |",
+             f"| Precision | {model.precision_name} (inputs, outputs and metrics in float32/float64) |",
              f"| Source | {shown_path(folder) if folder is not None else name} |"]
     meta, body = read_model_card(folder)
     for key, value in meta.items():
@@ -514,7 +515,7 @@ class ModelStore:
     default: str | None = None
     notice: str = ""  # shown at the top of the page: a model that could not be pulled or loaded
     problem: str = ""  # the full reason behind the notice, for the server log (paths, advice)
-    precision: str = "float32"  # what every model loaded here computes in (recon.precision)
+    precision: str = "float32"  # asked of every model loaded here; "auto" resolves per model (recon.precision)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -565,9 +566,11 @@ def resolve_models(model=None, revision: str | None = None, models_dir: Path = M
     """`--model` (a local folder, a Hub repo id, a Reconstructor, or None for the bundled one)
     plus the folders under models/. A requested model that fails falls back to the bundled one,
     with a notice for the page; the default model is loaded here, so that failure shows at start.
-    `precision` ("auto" resolved here) applies to every model the store loads."""
-    from recon.precision import resolve_precision
-    store = ModelStore(folders=dict(find_model_folders(models_dir)), precision=resolve_precision(precision))
+    `precision` applies to every model the store loads ("auto" per model: int8 where a folder has an
+    int8 encoder and the CPU the instructions)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    store = ModelStore(folders=dict(find_model_folders(models_dir)), precision=precision)
     fallbacks = list(store.folders)
     if isinstance(model, Reconstructor):
         store.folders = {"given model": None} | store.folders

@@ -6,7 +6,7 @@
 Training rows time one epoch of `training.fit`'s two paths after a warm-up epoch: the cache path
 (decoder only, on float16 features read from the memory-mapped cache) and the no-cache path (fresh
 crops encoded inside the training step). Inference rows time `Reconstructor.reconstruct` (batch 1,
-a 224x224 image) and `reconstruct_batch` (batch 8) and the encoder alone, in float32 and in the
+a 224x224 image) and `reconstruct_batch` (batch 8) and the encoder alone, in float32, bfloat16 and the
 precision "auto" picks here (recon.precision), plus the demo's webcam handler
 (`app.reconstruct_frame` on 640x480 frames: crop, resize, encode, decode, PSNR/SSIM).
 """
@@ -121,25 +121,25 @@ def main(argv=None) -> dict:
             print(f"  {name:<40}{speed:8.1f} images/s")
         print(f"  cache speed-up: {train['with feature cache'] / train['without cache (encoder in the step)']:.1f}x")
     infer = {}
-    for precision in ("float32", "auto"):
+    for precision in ("float32", "bfloat16", "auto"):
         model = Reconstructor.from_pretrained(args.model, precision=precision)
         rows = inference_speeds(model, args.size) | {"webcam path (frames/s)": webcam_fps(model)}
-        infer[f"{precision} ({model.precision})"] = rows
-    print(f"\ninference at {args.size}x{args.size}, images/s:")
+        infer[f"{precision} ({model.precision})" if precision == "auto" else precision] = rows
+    print(f"\ninference at {args.size}x{args.size}, images/s ({model.precision_name} under auto):")
     names = list(infer)
-    print(f"  {'':<32}" + "".join(f"{n:>20}" for n in names) + f"{'speed-up':>10}")
+    print(f"  {'':<32}" + "".join(f"{n:>16}" for n in names) + f"{'auto / float32':>16}")
     for row in infer[names[0]]:
-        a, b = (infer[n][row] for n in names)
-        print(f"  {row:<32}{a:>20.1f}{b:>20.1f}{b / a:>9.1f}x")
+        speeds = [infer[n][row] for n in names]
+        print(f"  {row:<32}" + "".join(f"{s:>16.1f}" for s in speeds) + f"{speeds[-1] / speeds[0]:>15.1f}x")
     flops = convolution_flops(model, args.size)
     total = sum(flops.values())
     float32_rate = infer[names[0]]["reconstruct(), batch 1"]
     print(f"\nconvolutions per image: {total / 1e9:.1f} GFLOP ({flops['encoder'] / 1e9:.1f} encoder, "
           f"{flops['decoder'] / 1e9:.1f} decoder); float32 at batch 1 sustains {total * float32_rate / 1e9:.0f} GFLOP/s")
     flags = cpu_flags()
-    isa = {name: name in flags for name in ("avx512_bf16", "amx_bf16", "amx_tile")}
+    isa = {name: name in flags for name in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "amx_int8")}
     listed = ", ".join(f"{name} {'yes' if present else 'no'}" for name, present in isa.items())
-    print(f"\nCPU bfloat16 instructions: {listed}. "
+    print(f"\nCPU bfloat16 and int8 instructions: {listed}. "
           + ("Without AMX, oneDNN runs bfloat16 convolutions on AVX512-BF16 dot products, which do at most twice "
              "the multiply-adds of float32 FMAs per instruction: about 2x is the ceiling for the convolutions."
              if isa["avx512_bf16"] and not isa["amx_bf16"] else ""))

@@ -22,6 +22,7 @@ from hub.card import CARD_FILE, SAMPLES_FILE, build_model_card, write_model_card
 
 # recon.pipeline.MODEL_FILES, spelled out so that a download needs no Keras (a test keeps the two equal).
 MODEL_FILES = ("config.json", "encoder.weights.h5", "decoder.weights.h5")
+INT8_FILE = "encoder.int8.tflite"  # recon.int8.INT8_ENCODER_FILE: pushed and pulled where a folder has it
 # The training record the card summarizes, pushed where the folder has it. Never pushed: run_config.json
 # and split.json (local paths), backup/ and samples/ (checkpoints, one grid per epoch).
 RECORD_FILES = ("history.json", "metrics_summary.json", "loss_curve.png")
@@ -65,7 +66,7 @@ def push_to_hub(model_dir: str | Path, repo_id: str, *, private: bool = False, r
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         info = api.upload_folder(
             repo_id=repo_id, folder_path=model_dir, revision=revision,
-            allow_patterns=[*MODEL_FILES, CARD_FILE, SAMPLES_FILE, *RECORD_FILES],
+            allow_patterns=[*MODEL_FILES, INT8_FILE, CARD_FILE, SAMPLES_FILE, *RECORD_FILES],
             commit_message=commit_message or f"Upload {model.config.layer} reconstruction model")
     except (httpx2.HTTPError, HFValidationError, OfflineModeIsEnabled) as e:
         raise HubError(_reason(f"cannot push {model_dir} to {repo_id}", e, api.endpoint, token)) from e
@@ -95,7 +96,7 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
     what = f"cannot load {repo_id}" + (f" at revision {revision}" if revision else "")
     try:
         return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_dir=local_dir,
-                                      allow_patterns=[*MODEL_FILES, CARD_FILE], token=token, endpoint=endpoint))
+                                      allow_patterns=[*MODEL_FILES, INT8_FILE, CARD_FILE], token=token, endpoint=endpoint))
     except LocalEntryNotFoundError as e:  # the Hub unreachable (or offline mode) and nothing usable cached
         cache = local_dir or cache_dir or constants.HF_HUB_CACHE
         raise HubError(_reason(what, e.__cause__ or e, endpoint, token)

@@ -63,7 +63,7 @@ class VGGPreprocess(layers.Layer):
         if self.mode == "torchvision":
             mean = ops.convert_to_tensor(self.MEAN_RGB, dtype=x.dtype)
             return (x - mean) / ops.convert_to_tensor(self.STD_RGB, dtype=x.dtype)
-        bgr = ops.flip(x, axis=-1) * 255.0
+        bgr = ops.take(x, [2, 1, 0], axis=-1) * 255.0  # a gather: TFLite's int8 REVERSE_V2 scrambled it
         return bgr - ops.convert_to_tensor(self.MEAN_BGR, dtype=x.dtype)
 
     def get_config(self):

@@ -4,6 +4,7 @@ A model folder holds `config.json`, `decoder.weights.h5` (Keras weights) and, ex
 that an installed package ships (`PACKAGED_ENCODERS`), `encoder.weights.h5` (only the encoder layers
 it needs, plain arrays), so loading needs no network. A packaged encoder is identified by the
 SHA-256 of its source file in the config, and a folder never loads with different weights.
+Optionally `encoder.int8.tflite`, the encoder quantized for precision "int8" (`recon.int8`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from recon.decoder import build_decoder
 from recon.encoder import (TORCHVISION_FILE_ENV, EncoderWeightsError, build_encoder, read_vgg_weights,
                            resolve_weights_file, save_encoder_weights, set_vgg_weights)
 from recon.imageio import center_crop_square, checked_image, resize, to_float
+from recon.int8 import INT8_ENCODER_FILE, Int8Encoder
 from recon.metrics import image_metrics
-from recon.precision import dtype_policy, resolve_precision
+from recon.precision import dtype_policy, layer_precision, resolve_precision
 
 CONFIG_FILE = "config.json"
 ENCODER_FILE = "encoder.weights.h5"
@@ -67,13 +69,20 @@ class Reconstructor:
     """
 
     def __init__(self, config: ReconConfig, encoder: keras.Model | None = None,
-                 decoder: keras.Model | None = None, precision: str = "float32"):
+                 decoder: keras.Model | None = None, precision: str = "float32",
+                 int8_encoder: Int8Encoder | None = None):
         """precision: what the layers built here compute in ("auto" picks the fastest here, see
-        recon.precision); given models keep theirs. Inputs and outputs are float32 either way."""
+        recon.precision); given models keep theirs. Inputs and outputs are float32 either way.
+        "int8" encodes with `int8_encoder` (required then) and keeps the Keras encoder, in
+        floating point, for what needs gradients (refine)."""
         self.config = config
         self._compiled = None  # the trained-size graph, traced on first use (reconstruct_batch)
-        self.precision = resolve_precision(precision)
-        with dtype_policy(self.precision):
+        self.precision = resolve_precision(precision, int8_ready=int8_encoder is not None)
+        if self.precision == "int8" and int8_encoder is None:
+            raise ValueError('precision "int8" needs an int8_encoder (python -m training.quantize makes one)')
+        self.int8_encoder = int8_encoder if self.precision == "int8" else None
+        self.layer_precision = layer_precision(self.precision)
+        with dtype_policy(self.layer_precision):
             self.encoder = encoder if encoder is not None else build_encoder(config)
             self.decoder = decoder if decoder is not None else build_decoder(config)
 
@@ -84,9 +93,11 @@ class Reconstructor:
 
         precision: "float32", "bfloat16", "float16" or "auto": the folder's float32 weights are
         cast once, at load time (bfloat16 ran 1.9x faster at batch 1 on a 2-core AVX512-BF16 CPU).
+        "int8" runs the folder's `encoder.int8.tflite` (`python -m training.quantize` makes it);
+        "auto" picks it where the CPU has int8 dot products and the folder has the file.
         """
-        precision = resolve_precision(precision)
-        with dtype_policy(precision):
+        precision = resolve_precision(precision, int8_ready=(Path(folder) / INT8_ENCODER_FILE).is_file())
+        with dtype_policy(layer_precision(precision)):
             return cls._load(Path(folder), precision)
 
     @classmethod
@@ -110,7 +121,23 @@ class Reconstructor:
                 decoder.load_weights(folder / DECODER_FILE)
         except (ValueError, KeyError, OSError) as e:
             raise ModelFolderError(f"{folder}: {DECODER_FILE} does not fit the config's decoder: {e}") from None
-        return cls(config, encoder, decoder, precision)
+        int8_encoder = cls._int8_encoder(folder, config) if precision == "int8" else None
+        return cls(config, encoder, decoder, precision, int8_encoder)
+
+    @staticmethod
+    def _int8_encoder(folder: Path, config: ReconConfig) -> Int8Encoder:
+        path = folder / INT8_ENCODER_FILE
+        if not path.is_file():
+            raise ModelFolderError(f"{folder} has no {INT8_ENCODER_FILE} for precision int8: make one with "
+                                   f"python -m training.quantize {folder} --data TRAINING_PHOTOS")
+        try:
+            int8_encoder = Int8Encoder.load(path)
+        except (ValueError, RuntimeError) as e:
+            raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} is not a TFLite model: {e}") from None
+        if int8_encoder.channels != config.channels:
+            raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} gives {int8_encoder.channels} channels, "
+                                   f"the config's {config.layer} has {config.channels}")
+        return int8_encoder
 
     @staticmethod
     def _encoder_file(folder: Path, config: ReconConfig) -> Path:
@@ -139,6 +166,8 @@ class Reconstructor:
             save_encoder_weights(self.encoder, folder / ENCODER_FILE, dtype=encoder_dtype)
         self.config.save(folder / CONFIG_FILE)
         self.decoder.save_weights(folder / DECODER_FILE)
+        if self.int8_encoder is not None:
+            (folder / INT8_ENCODER_FILE).write_bytes(self.int8_encoder.model_content)
         return folder
 
     # -- inference -------------------------------------------------------------------------
@@ -174,6 +203,8 @@ class Reconstructor:
 
     def _encode(self, batch: np.ndarray) -> np.ndarray:
         """A batch `_as_batch` has checked -> float32 features."""
+        if self.int8_encoder is not None:
+            return self.int8_encoder(batch)
         return keras.ops.convert_to_numpy(self.encoder(batch, training=False)).astype(np.float32, copy=False)
 
     def decode(self, features: np.ndarray) -> np.ndarray:
@@ -207,11 +238,17 @@ class Reconstructor:
         if self._compiled is None:
             import tensorflow as tf
             self._compiled = tf.function(lambda x: self._forward(x), autograph=False)
-        outputs, features = self._compiled(batch)
+        if self.int8_encoder is not None:  # the int8 encoder runs outside TensorFlow; the decoder is the graph
+            features = self.int8_encoder(batch)
+            outputs = self._compiled(features)
+        else:
+            outputs, features = self._compiled(batch)
         return (keras.ops.convert_to_numpy(outputs).astype(np.float32, copy=False),
                 keras.ops.convert_to_numpy(features).astype(np.float32, copy=False))
 
     def _forward(self, batch):
+        if self.int8_encoder is not None:
+            return self.decoder(batch, training=False)
         features = self.encoder(batch, training=False)
         return self.decoder(features, training=False), features
 
@@ -227,8 +264,13 @@ class Reconstructor:
                              f"got {batch.shape[1]}x{batch.shape[2]}; use prepare() to resize")
         return batch
 
+    @property
+    def precision_name(self) -> str:
+        """What the model computes in, for people: "bfloat16", or "int8 encoder, bfloat16 decoder"."""
+        return f"int8 encoder, {self.layer_precision} decoder" if self.precision == "int8" else self.precision
+
     def describe(self) -> str:
         c = self.config
-        return (f"{c.backbone} {c.layer} (stride {c.stride}, {c.channels} channels), {self.precision}, encoder weights "
+        return (f"{c.backbone} {c.layer} (stride {c.stride}, {c.channels} channels), {self.precision_name}, encoder weights "
                 f"{c.encoder_weights}{' (random: tests only)' if c.encoder_weights == 'random' else ''}, "
                 f"decoder {self.decoder.count_params():,} parameters")

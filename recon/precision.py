@@ -1,7 +1,9 @@
-"""Which floating-point precision runs fastest here, detected rather than assumed.
+"""Which precision runs fastest here, detected rather than assumed.
 
 bfloat16 is fast only on CPUs with AMX or AVX512-BF16 (oneDNN uses them; elsewhere it is
-emulated and slower than float32); float16 is fast on CUDA GPUs (tensor cores).
+emulated and slower than float32); float16 is fast on CUDA GPUs (tensor cores). "int8" runs the
+encoder as a calibrated int8 copy (recon.int8, where the model folder has one) and the decoder in
+the fastest floating point; it is fast on CPUs with int8 dot products (VNNI, AMX).
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # as /proc/cpuinfo names them
+INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -33,16 +36,19 @@ def has_cuda_gpu() -> bool:
     return False
 
 
-def resolve_precision(precision: str = "auto", flags: set[str] | None = None, gpu: bool | None = None) -> str:
+def resolve_precision(precision: str = "auto", flags: set[str] | None = None, gpu: bool | None = None,
+                      int8_ready: bool = False) -> str:
     """"auto" -> the fastest precision for this machine; anything else is checked and returned.
 
     Args:
         precision: one of PRECISIONS.
         flags: CPU flags (default: read from /proc/cpuinfo); tests pass their own.
         gpu: whether a CUDA GPU is present (default: asked of the Keras backend).
+        int8_ready: whether the model has an int8 encoder (`recon.int8`) to run.
 
     Returns:
-        "float16" with a CUDA GPU, "bfloat16" on a CPU with AMX or AVX512-BF16, else "float32".
+        "float16" with a CUDA GPU; "int8" on a CPU with VNNI or AMX when `int8_ready`; else
+        "bfloat16" on a CPU with AMX or AVX512-BF16; else "float32".
 
     Raises:
         ValueError: an unknown precision.
@@ -53,7 +59,16 @@ def resolve_precision(precision: str = "auto", flags: set[str] | None = None, gp
         return precision
     if has_cuda_gpu() if gpu is None else gpu:
         return "float16"
-    return "bfloat16" if set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else flags) else "float32"
+    flags = cpu_flags() if flags is None else flags
+    if int8_ready and set(INT8_CPU_FLAGS) & flags:
+        return "int8"
+    return "bfloat16" if set(BF16_CPU_FLAGS) & flags else "float32"
+
+
+def layer_precision(precision: str, flags: set[str] | None = None, gpu: bool | None = None) -> str:
+    """What Keras layers compute in under a resolved `precision`: itself, or for "int8" (whose
+    int8 part is a TFLite file, not Keras layers) the fastest floating point here."""
+    return resolve_precision("auto", flags, gpu) if precision == "int8" else precision
 
 
 def training_policy(precision: str) -> str:

@@ -73,7 +73,9 @@ def feature_error(model: Reconstructor, image: np.ndarray, features: np.ndarray)
     """Relative feature error of `image` against `features`, measured as feature_matching measures it."""
     scale = feature_scale(model)
     target = features / scale
-    return float(np.mean(np.square(model.encode(image[None])[0] / scale - target)) / np.mean(np.square(target)))
+    # the Keras encoder that feature matching descends through (an "int8" model's int8 copy would differ)
+    features_now = keras.ops.convert_to_numpy(model.encoder(to_float(checked_image(image))[None], training=False))
+    return float(np.mean(np.square(features_now[0].astype(np.float32) / scale - target)) / np.mean(np.square(target)))
 
 
 def refine(model: Reconstructor, features: np.ndarray, start: np.ndarray, steps: int = 100,

@@ -6,6 +6,7 @@ TensorFlow after. `import recon` is just as light: its names load on first use.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -20,16 +21,28 @@ def start_tensorflow_quietly() -> None:
     is not imported at all.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's Python-side log lines too
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    with native_stderr_hidden():
+        try:
+            import tensorflow as tf
+            tf.config.list_physical_devices("GPU")
+        except ImportError:
+            pass  # Keras on another backend
+
+
+@contextlib.contextmanager
+def native_stderr_hidden():
+    """Point file descriptor 2 at /dev/null inside the block (C++ log lines; Python exceptions still
+    propagate), unless TF_CPP_MIN_LOG_LEVEL=0 asks to see everything."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
         return
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        import tensorflow as tf
-        tf.config.list_physical_devices("GPU")
-    except ImportError:
-        pass  # Keras on another backend
+        yield
     finally:
         os.dup2(saved, 2)
         os.close(saved), os.close(devnull)

@@ -46,3 +46,13 @@ def test_default_model_reconstructs_a_held_out_photo():
     assert metrics["psnr"] == pytest.approx(recorded["skimage__astronaut.jpg"]["psnr"], abs=0.3)
     saturated = np.mean((rec.output < 0.01) | (rec.output > 0.99))
     assert saturated < 0.2
+
+
+@pytest.mark.skipif(not (DEFAULT / "encoder.int8.tflite").is_file(), reason="no int8 encoder bundled")
+def test_the_default_models_int8_encoder_keeps_its_reconstruction():
+    """`precision="int8"` on the bundled file: the same picture as float32 (the held-out check that
+    kept the file, `training.quantize`, allows 0.05 dB on average; one photo gets a little more room)."""
+    image = load_image(ROOT / "examples" / "astronaut.jpg")
+    exact = Reconstructor.from_pretrained(DEFAULT).reconstruct(image).metrics()
+    fast = Reconstructor.from_pretrained(DEFAULT, precision="int8").reconstruct(image).metrics()
+    assert fast["psnr"] == pytest.approx(exact["psnr"], abs=0.2) and fast["ssim"] == pytest.approx(exact["ssim"], abs=0.01)

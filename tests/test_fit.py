@@ -278,7 +278,7 @@ def test_auto_precision_follows_the_cpu_flags():
     assert resolve_precision("auto", flags=set(), gpu=True) == "float16"
     assert resolve_precision("float32", flags={"avx512_bf16"}) == "float32"
     with pytest.raises(ValueError, match="must be one of"):
-        resolve_precision("int8")
+        resolve_precision("int4")
 
 
 def test_export_with_a_holdout_scores_the_model_and_writes_its_card(tmp_path, photo_dir, capsys):

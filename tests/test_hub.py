@@ -69,8 +69,9 @@ def reconstruct(model):
 
 
 def test_model_files_match_recon():
+    from recon.int8 import INT8_ENCODER_FILE
     from recon.pipeline import MODEL_FILES
-    assert hub.MODEL_FILES == MODEL_FILES
+    assert hub.MODEL_FILES == MODEL_FILES and hub.INT8_FILE == INT8_ENCODER_FILE
 
 
 def test_push_pull_is_bit_exact_and_then_works_offline(model_dir, fake_hub, monkeypatch):

@@ -29,8 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--native", action="store_true", help="score at each image's own size")
     p.add_argument("--seed", type=int, default=0, help="picks the sample when there are more images")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
-                   help="what the model computes in (auto: bfloat16 on CPUs with AVX512-BF16/AMX); "
-                        "metrics stay float64")
+                   help="what the model computes in (auto: int8 encoder where the folder has one and the "
+                        "CPU has VNNI/AMX, bfloat16 on CPUs with AVX512-BF16/AMX); metrics stay float64")
     args = p.parse_args(argv)
     for flag, folder in (("--model", args.model), ("--data", args.data)):
         if not Path(folder).is_dir():
@@ -110,7 +110,7 @@ def main(argv=None) -> dict:
     summary = {name: {"mean": float(np.nanmean([r[name] for r in per_image])),
                       "std": float(np.nanstd([r[name] for r in per_image]))} for name in METRICS}
     summary |= {"per_image": per_image, "count": len(per_image), "skipped": skipped, "data": str(args.data),
-                "size": "native" if args.native else model.config.image_size, "precision": model.precision,
+                "size": "native" if args.native else model.config.image_size, "precision": model.precision_name,
                 "model": {"path": str(model_dir), "description": model.describe()} | model.config.to_dict()}
     summary["model"].pop("feature_scale", None)
     # NaN (a metric undefined on a tiny image, or on all of them) is written as null, which JSON has

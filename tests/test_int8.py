@@ -1,0 +1,122 @@
+"""The int8 encoder (recon.int8): calibrated from a folder, close to the float encoder, picked by
+"auto" only where the CPU has int8 dot products and the folder has the file."""
+
+import numpy as np
+import pytest
+
+from recon import ModelFolderError, Reconstructor
+from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, quantize_encoder
+from recon.precision import resolve_precision
+from tests.conftest import smooth_image
+
+
+@pytest.fixture(scope="module")
+def int8_folder(tmp_path_factory):
+    """A tiny random-encoder model folder with an int8 encoder calibrated on 8 smooth images."""
+    from recon import ReconConfig
+    config = ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random",
+                         decoder_width=8, num_res_blocks=1, feature_scale=[1.0] * 128)
+    model = Reconstructor(config)
+    folder = model.save_pretrained(tmp_path_factory.mktemp("int8") / "model")
+    calibration = [model.prepare(smooth_image(40, 40, seed))[None] for seed in range(8)]
+    (folder / INT8_ENCODER_FILE).write_bytes(quantize_encoder(model.encoder, calibration))
+    return folder
+
+
+def relative_error(reference: np.ndarray, test: np.ndarray) -> float:
+    return float(np.linalg.norm(test - reference) / np.linalg.norm(reference))
+
+
+def test_the_int8_encoder_matches_the_float_one_at_any_batch_and_size(int8_folder):
+    exact = Reconstructor.from_pretrained(int8_folder, precision="float32")
+    int8 = Int8Encoder.load(int8_folder / INT8_ENCODER_FILE)
+    assert int8.channels == 128
+    for shape in [(1, 32, 32), (3, 32, 32), (2, 48, 64), (1, 32, 32)]:  # resized and back
+        batch = np.stack([exact.prepare(smooth_image(60, 60, 10 + i), shape[1:]) for i in range(shape[0])])
+        features = int8(batch)
+        assert features.dtype == np.float32 and features.shape == (shape[0], shape[1] // 2, shape[2] // 2, 128)  # stride 2
+        # int8 steps are ~1/255 of a layer's range: a few percent in all, not a different feature map
+        assert relative_error(exact.encode(batch), features) < 0.08
+
+
+def test_an_int8_model_returns_float32_arrays_close_to_float32(int8_folder, tmp_path):
+    from recon.metrics import psnr
+    exact = Reconstructor.from_pretrained(int8_folder, precision="float32")
+    fast = Reconstructor.from_pretrained(int8_folder, precision="int8")
+    assert fast.precision == "int8" and fast.int8_encoder is not None and "int8 encoder" in fast.describe()
+    image = smooth_image(50, 70, seed=3)
+    for size in ["trained", (48, 64), "trained"]:
+        rec, reference = fast.reconstruct(image, size), exact.reconstruct(image, size)
+        assert rec.output.dtype == rec.features.dtype == np.float32
+        assert rec.output.shape == reference.output.shape and rec.features.shape == reference.features.shape
+        assert psnr(reference.output, rec.output) > 30
+    outputs, features = fast.reconstruct_batch(np.stack([exact.prepare(smooth_image(40, 40, s)) for s in range(4)]))
+    assert outputs.shape == (4, 32, 32, 3) and features.shape == (4, 16, 16, 128)
+    copy = fast.save_pretrained(tmp_path / "copy")  # the int8 encoder travels with the folder
+    assert (copy / INT8_ENCODER_FILE).read_bytes() == (int8_folder / INT8_ENCODER_FILE).read_bytes()
+
+
+def test_auto_picks_int8_only_with_vnni_and_a_quantized_encoder():
+    assert resolve_precision("auto", flags={"avx512_vnni", "avx512_bf16"}, gpu=False, int8_ready=True) == "int8"
+    assert resolve_precision("auto", flags={"amx_int8", "amx_bf16"}, gpu=False, int8_ready=True) == "int8"
+    assert resolve_precision("auto", flags={"avx512_vnni", "avx512_bf16"}, gpu=False) == "bfloat16"  # no file
+    assert resolve_precision("auto", flags={"avx2"}, gpu=False, int8_ready=True) == "float32"  # no VNNI: not measured
+    assert resolve_precision("auto", flags={"avx512_vnni"}, gpu=True, int8_ready=True) == "float16"
+
+
+def test_auto_loads_the_int8_encoder_where_the_cpu_has_vnni(int8_folder, monkeypatch):
+    import recon.precision
+    monkeypatch.setattr(recon.precision, "has_cuda_gpu", lambda: False)
+    monkeypatch.setattr(recon.precision, "cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    model = Reconstructor.from_pretrained(int8_folder, precision="auto")
+    assert model.precision == "int8" and model.layer_precision == "float32"  # no bf16 on that CPU
+    monkeypatch.setattr(recon.precision, "cpu_flags", lambda: {"avx2"})
+    assert Reconstructor.from_pretrained(int8_folder, precision="auto").precision == "float32"
+
+
+def test_int8_without_the_file_or_with_a_wrong_one_says_what_to_do(int8_folder, tmp_path):
+    from recon import ReconConfig
+    plain = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "plain")  # float32: no int8 file
+    assert not (plain / INT8_ENCODER_FILE).exists()
+    with pytest.raises(ModelFolderError, match="python -m training.quantize"):
+        Reconstructor.from_pretrained(plain, precision="int8")
+    other = Reconstructor(ReconConfig(layer="block1_conv2", image_size=32, encoder_weights="random",
+                                      decoder_width=8, num_res_blocks=1, feature_scale=[1.0] * 64))
+    calibration = [other.prepare(smooth_image(40, 40, 0))[None]]
+    (plain / INT8_ENCODER_FILE).write_bytes(quantize_encoder(other.encoder, calibration))
+    with pytest.raises(ModelFolderError, match="64 channels"):
+        Reconstructor.from_pretrained(plain, precision="int8")
+    (plain / INT8_ENCODER_FILE).write_bytes(b"not a flatbuffer" * 8)
+    with pytest.raises(ModelFolderError, match="not a TFLite model"):
+        Reconstructor.from_pretrained(plain, precision="int8")
+
+
+def test_refine_descends_through_the_float_encoder_of_an_int8_model(int8_folder):
+    from recon.refine import feature_error, refine
+    model = Reconstructor.from_pretrained(int8_folder, precision="int8")
+    rec = model.reconstruct(smooth_image(40, 40, seed=4))
+    start_error = feature_error(model, rec.output, rec.features)
+    image, error = refine(model, rec.features, rec.output, steps=20, learning_rate=1e-2)
+    assert image.dtype == np.float32 and image.shape == rec.output.shape
+    assert error < start_error
+
+
+def test_the_quantize_command_writes_the_file_and_checks_it(int8_folder, photo_dir, tmp_path, capsys):
+    from training import quantize
+    folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")  # without the file
+    path = quantize.main([str(folder), "--data", str(photo_dir), "--images", "4", "--holdout", str(photo_dir / "a")])
+    assert path == folder / INT8_ENCODER_FILE and path.stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "on 4 photos" in out and "held-out check" in out and "SSIM" in out
+    assert Reconstructor.from_pretrained(folder, precision="int8").int8_encoder is not None
+    with pytest.raises(SystemExit):
+        quantize.parse_args([str(folder), "--data", str(tmp_path / "nowhere")])
+
+
+def test_the_quantize_command_takes_back_a_file_that_moves_the_scores(int8_folder, photo_dir, tmp_path):
+    from training import quantize
+    folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")
+    with pytest.raises(SystemExit, match="removed .*stays in floating point"):
+        quantize.main([str(folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(photo_dir / "a"),
+                       "--max-psnr-change", "0", "--max-ssim-change", "0"])
+    assert not (folder / INT8_ENCODER_FILE).exists()
