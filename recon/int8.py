@@ -3,10 +3,10 @@
 The encoder is 83% of a reconstruction's arithmetic at block3_conv3 (18.7 of 22.6 GFLOP per 224
 image, `benchmarks/speed.py`). Post-training quantization (TFLite's converter: int8 weights per
 output channel, int8 activations per tensor, calibrated on a few photos) runs it with XNNPACK's
-int8 kernels; on a 2-core AVX512-VNNI CPU that took it from ~100 ms (float32) to 24 ms. The
-decoder stays in floating point: quantized as well, it cost 0.11 dB and 0.010 SSIM on the holdout,
-where the int8 encoder alone moved them by +0.03 dB and +0.0015 (`python -m training.quantize`
-prints this check for a folder).
+int8 kernels; on a 2-core AVX512-VNNI CPU that took it from 112 ms (float32) to 24 ms. The
+decoder stays in floating point: quantized, it cost 0.25 dB and 0.038 SSIM on the holdout, where the
+int8 encoder moved them by +0.03 dB and +0.0014 (`benchmarks/int8_scope.py`; `python -m
+training.quantize` checks a folder's file the same way).
 
 The quantized encoder is a file in the model folder (`encoder.int8.tflite`), made once by
 `python -m training.quantize`, because calibration needs photos and half a minute. It runs on
@@ -27,13 +27,16 @@ from recon.startup import native_stderr_hidden
 INT8_ENCODER_FILE = "encoder.int8.tflite"
 
 
-def quantize_encoder(encoder, calibration: Iterable[np.ndarray]) -> bytes:
+def quantize_encoder(encoder, calibration: Iterable[np.ndarray], input_shape: tuple | None = None) -> bytes:
     """Convert a Keras encoder (TensorFlow backend) to an int8 TFLite flatbuffer.
 
     Args:
-        encoder: float32 Keras model, (N, H, W, 3) [0,1] float32 -> feature map.
-        calibration: (1, H, W, 3) float32 [0,1] images whose activation ranges set the int8 scales;
-            a few dozen photos like those the model will see (never the held-out ones).
+        encoder: float32 Keras model, (N, H, W, 3) [0,1] float32 -> feature map (any fully
+            convolutional model works: `benchmarks/int8_scope.py` quantizes the decoder with it).
+        calibration: (1, H, W, C) float32 inputs whose activation ranges set the int8 scales; for an
+            encoder, a few dozen photos like those the model will see (never the held-out ones).
+        input_shape: (H, W, C) to fix; default any height and width (the decoder's bilinear
+            resize needs them fixed).
 
     Returns:
         The .tflite file's bytes: float32 input and output, int8 inside, any batch and size.
@@ -47,7 +50,7 @@ def quantize_encoder(encoder, calibration: Iterable[np.ndarray]) -> bytes:
     import tensorflow as tf
 
     forward = tf.function(lambda x: encoder(x, training=False),
-                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+                          input_signature=[tf.TensorSpec([None, *(input_shape or (None, None, encoder.input.shape[-1]))], tf.float32)])
     converter = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()], forward)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([np.asarray(x, np.float32)] for x in calibration)

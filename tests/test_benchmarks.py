@@ -182,3 +182,15 @@ def test_speed_benchmark_counts_the_convolutions_flops(tiny_config):
     encoder = 2 * 9 * (32 * 32 * (3 * 64 + 64 * 64) + 16 * 16 * (64 * 128 + 128 * 128))
     assert flops["encoder"] == encoder
     assert 0 < flops["decoder"] < encoder  # a tiny decoder
+
+
+def test_int8_scope_scores_each_part_in_int8_against_float32(photo_dir, tmp_path, tiny_config):
+    from recon import Reconstructor
+    int8_scope = load_benchmark("int8_scope")
+    folder = Reconstructor(tiny_config).save_pretrained(tmp_path / "model")
+    results = int8_scope.main(["--data", str(photo_dir), "--holdout", str(photo_dir / "a"), "--model", str(folder),
+                               "--images", "4"])
+    assert list(results) == ["float32", "int8 encoder", "int8 decoder", "int8 encoder and decoder"]
+    base_psnr, _ = results["float32"]
+    assert all(np.isfinite(v) for pair in results.values() for v in pair)
+    assert all(abs(psnr - base_psnr) < 3 for psnr, _ in results.values())  # quantized, not broken

@@ -1,0 +1,65 @@
+"""Which part of a model can run in int8: held-out PSNR/SSIM with the encoder, the decoder, or both quantized.
+
+    python benchmarks/int8_scope.py --data ../shared/photos/train --holdout ../shared/photos/holdout \
+        [--model models/vgg16-block3_conv3] [--images 32]
+
+Each part is converted with TFLite's post-training quantization (`recon.int8.quantize_encoder`'s
+recipe: int8 weights per channel, int8 activations per tensor, calibrated on --images training photos)
+and the rest stays float32. Prints the mean held-out PSNR and SSIM of each against float32; the
+reason `recon.int8` quantizes only the encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from recon import Reconstructor, load_image  # noqa: E402
+from recon.int8 import Int8Encoder, quantize_encoder  # noqa: E402
+from recon.metrics import psnr, ssim  # noqa: E402
+from training.data import find_images  # noqa: E402
+
+
+def scores(images: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[float, float]:
+    return (float(np.mean([psnr(x[0], y) for x, y in zip(images, outputs)])),
+            float(np.mean([ssim(x[0], y) for x, y in zip(images, outputs)])))
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="training photos to calibrate on")
+    p.add_argument("--holdout", required=True, help="held-out photos to score on")
+    p.add_argument("--model", default="models/vgg16-block3_conv3")
+    p.add_argument("--images", type=int, default=32)
+    args = p.parse_args(argv)
+
+    model = Reconstructor.from_pretrained(args.model)
+    files = find_images(args.data)
+    picks = sorted(np.random.default_rng(0).permutation(len(files))[:args.images])  # training.quantize's sample
+    calibration = [model.prepare(load_image(files[i]))[None] for i in picks]
+    held_out = [model.prepare(load_image(f))[None] for f in find_images(args.holdout)]
+    encode = lambda x: model.encode(x)  # noqa: E731
+    decode = lambda f: model.decode(f)  # noqa: E731
+    int8_encoder = Int8Encoder(quantize_encoder(model.encoder, calibration))
+    features = [encode(x) for x in calibration]
+    int8_decoder = Int8Encoder(quantize_encoder(model.decoder, features, input_shape=features[0].shape[1:]))
+    parts = {"float32": (encode, decode), "int8 encoder": (int8_encoder, decode),
+             "int8 decoder": (encode, int8_decoder), "int8 encoder and decoder": (int8_encoder, int8_decoder)}
+    results = {}
+    for name, (enc, dec) in parts.items():
+        results[name] = scores(held_out, [dec(enc(x))[0] for x in held_out])
+    base_psnr, base_ssim = results["float32"]
+    print(f"{model.config.layer}, {len(held_out)} held-out photos, calibrated on {len(calibration)} from {args.data}:")
+    for name, (mean_psnr, mean_ssim) in results.items():
+        print(f"  {name:<28} PSNR {mean_psnr:7.3f} dB ({mean_psnr - base_psnr:+.3f})   "
+              f"SSIM {mean_ssim:.4f} ({mean_ssim - base_ssim:+.4f})")
+    return results
+
+
+if __name__ == "__main__":
+    main()
