@@ -81,6 +81,7 @@ class Reconstructor:
         if self.precision == "int8" and int8_encoder is None:
             raise ValueError('precision "int8" needs an int8_encoder (python -m training.quantize makes one)')
         self.int8_encoder = int8_encoder if self.precision == "int8" else None
+        self.int8_file = int8_encoder.model_content if int8_encoder is not None else None  # saved with the model
         self.layer_precision = layer_precision(self.precision)
         with dtype_policy(self.layer_precision):
             self.encoder = encoder if encoder is not None else build_encoder(config)
@@ -122,14 +123,17 @@ class Reconstructor:
         except (ValueError, KeyError, OSError) as e:
             raise ModelFolderError(f"{folder}: {DECODER_FILE} does not fit the config's decoder: {e}") from None
         int8_encoder = cls._int8_encoder(folder, config) if precision == "int8" else None
-        return cls(config, encoder, decoder, precision, int8_encoder)
+        model = cls(config, encoder, decoder, precision, int8_encoder)
+        if (folder / INT8_ENCODER_FILE).is_file():  # kept for save_pretrained even when not run here
+            model.int8_file = (folder / INT8_ENCODER_FILE).read_bytes()
+        return model
 
     @staticmethod
     def _int8_encoder(folder: Path, config: ReconConfig) -> Int8Encoder:
         path = folder / INT8_ENCODER_FILE
         if not path.is_file():
             raise ModelFolderError(f"{folder} has no {INT8_ENCODER_FILE} for precision int8: make one with "
-                                   f"python -m training.quantize {folder} --data TRAINING_PHOTOS")
+                                   f"python -m training.quantize {folder} --data TRAINING_PHOTOS --holdout HELD_OUT_PHOTOS")
         try:
             int8_encoder = Int8Encoder.load(path)
         except (ValueError, RuntimeError) as e:
@@ -166,8 +170,10 @@ class Reconstructor:
             save_encoder_weights(self.encoder, folder / ENCODER_FILE, dtype=encoder_dtype)
         self.config.save(folder / CONFIG_FILE)
         self.decoder.save_weights(folder / DECODER_FILE)
-        if self.int8_encoder is not None:
-            (folder / INT8_ENCODER_FILE).write_bytes(self.int8_encoder.model_content)
+        if self.int8_file is not None:
+            (folder / INT8_ENCODER_FILE).write_bytes(self.int8_file)
+        else:  # another model's int8 encoder must not stay beside this one's weights
+            (folder / INT8_ENCODER_FILE).unlink(missing_ok=True)
         return folder
 
     # -- inference -------------------------------------------------------------------------

@@ -52,8 +52,16 @@ def test_an_int8_model_returns_float32_arrays_close_to_float32(int8_folder, tmp_
         assert psnr(reference.output, rec.output) > 30
     outputs, features = fast.reconstruct_batch(np.stack([exact.prepare(smooth_image(40, 40, s)) for s in range(4)]))
     assert outputs.shape == (4, 32, 32, 3) and features.shape == (4, 16, 16, 128)
+    original = (int8_folder / INT8_ENCODER_FILE).read_bytes()
     copy = fast.save_pretrained(tmp_path / "copy")  # the int8 encoder travels with the folder
-    assert (copy / INT8_ENCODER_FILE).read_bytes() == (int8_folder / INT8_ENCODER_FILE).read_bytes()
+    assert (copy / INT8_ENCODER_FILE).read_bytes() == original
+    exact.save_pretrained(tmp_path / "float")  # also when the folder was loaded in float32
+    assert (tmp_path / "float" / INT8_ENCODER_FILE).read_bytes() == original
+    from recon import ReconConfig
+    other = Reconstructor(ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random", encoder_seed=7,
+                                      decoder_width=8, num_res_blocks=1, feature_scale=[1.0] * 128))
+    other.save_pretrained(copy)  # a different encoder saved over it: the stale int8 copy goes
+    assert not (copy / INT8_ENCODER_FILE).exists()
 
 
 def test_auto_picks_int8_only_with_vnni_and_a_quantized_encoder():
@@ -76,8 +84,8 @@ def test_auto_loads_the_int8_encoder_where_the_cpu_has_vnni(int8_folder, monkeyp
 
 def test_int8_without_the_file_or_with_a_wrong_one_says_what_to_do(int8_folder, tmp_path):
     from recon import ReconConfig
-    plain = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "plain")  # float32: no int8 file
-    assert not (plain / INT8_ENCODER_FILE).exists()
+    plain = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "plain")
+    (plain / INT8_ENCODER_FILE).unlink()
     with pytest.raises(ModelFolderError, match="python -m training.quantize"):
         Reconstructor.from_pretrained(plain, precision="int8")
     other = Reconstructor(ReconConfig(layer="block1_conv2", image_size=32, encoder_weights="random",
@@ -103,7 +111,8 @@ def test_refine_descends_through_the_float_encoder_of_an_int8_model(int8_folder)
 
 def test_the_quantize_command_writes_the_file_and_checks_it(int8_folder, photo_dir, tmp_path, capsys):
     from training import quantize
-    folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")  # without the file
+    folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")
+    (folder / INT8_ENCODER_FILE).unlink()
     path = quantize.main([str(folder), "--data", str(photo_dir), "--images", "4", "--holdout", str(photo_dir / "a")])
     assert path == folder / INT8_ENCODER_FILE and path.stat().st_size > 0
     out = capsys.readouterr().out
@@ -116,7 +125,17 @@ def test_the_quantize_command_writes_the_file_and_checks_it(int8_folder, photo_d
 def test_the_quantize_command_takes_back_a_file_that_moves_the_scores(int8_folder, photo_dir, tmp_path):
     from training import quantize
     folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")
-    with pytest.raises(SystemExit, match="removed .*stays in floating point"):
+    with pytest.raises(SystemExit, match="removed .*moves the held-out PSNR by .* and SSIM by .*stays in floating point"):
         quantize.main([str(folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(photo_dir / "a"),
                        "--max-psnr-change", "0", "--max-ssim-change", "0"])
+    assert not (folder / INT8_ENCODER_FILE).exists()
+
+
+def test_the_quantize_command_checks_the_holdout_folder_before_the_work(int8_folder, photo_dir, tmp_path):
+    from training import quantize
+    folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")
+    (folder / INT8_ENCODER_FILE).unlink()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no images found"):
+        quantize.main([str(folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(tmp_path / "empty")])
     assert not (folder / INT8_ENCODER_FILE).exists()

@@ -19,7 +19,8 @@ from recon.startup import start_tensorflow_quietly
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.quantize", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.quantize", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="model folder; encoder.int8.tflite is written into it")
     p.add_argument("--data", required=True, help="photos to calibrate on (training photos)")
     p.add_argument("--images", type=int, default=32, help="how many photos to calibrate on")
@@ -61,12 +62,12 @@ def prepared(model: Reconstructor, files: list[Path], desc: str) -> list[np.ndar
     return images
 
 
-def holdout_check(model_dir: Path, folder: Path) -> dict[str, float]:
-    """Mean PSNR (dB) and SSIM of float32 and int8 reconstructions of the photos in `folder`."""
+def holdout_check(model_dir: Path, files: list[Path]) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of float32 and int8 reconstructions of `files`."""
     exact = Reconstructor.from_pretrained(model_dir, precision="float32")
     fast = Reconstructor.from_pretrained(model_dir, precision="int8")
     scores = {}
-    for image in prepared(exact, find_images(folder), "holdout check"):
+    for image in prepared(exact, files, "holdout check"):
         for name, model in (("float32", exact), ("int8", fast)):
             output = model.reconstruct_batch(image)[0][0]
             scores.setdefault(f"{name}_psnr", []).append(psnr(image[0], output))
@@ -82,6 +83,7 @@ def main(argv=None) -> Path:
     except ModelFolderError as e:
         raise SystemExit(str(e)) from None
     files = find_images(args.data)
+    holdout = find_images(args.holdout) if args.holdout else []  # an empty folder says so before the work
     picks = np.random.default_rng(args.seed).permutation(len(files))[:args.images]
     calibration = prepared(model, [files[i] for i in sorted(picks)], "calibration photos")
     if not calibration:
@@ -89,17 +91,30 @@ def main(argv=None) -> Path:
     print(f"quantizing the {model.config.layer} encoder on {len(calibration)} photos from {args.data} (~1 s each)")
     path = model_dir / INT8_ENCODER_FILE
     path.write_bytes(quantize_encoder(model.encoder, calibration))
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    if args.holdout:
-        s = holdout_check(model_dir, Path(args.holdout))
-        psnr_change, ssim_change = s["int8_psnr"] - s["float32_psnr"], s["int8_ssim"] - s["float32_ssim"]
-        print(f"held-out check on {args.holdout}: PSNR {s['float32_psnr']:.3f} -> {s['int8_psnr']:.3f} dB "
-              f"({psnr_change:+.3f}), SSIM {s['float32_ssim']:.4f} -> {s['int8_ssim']:.4f} ({ssim_change:+.4f})")
-        if abs(psnr_change) > args.max_psnr_change or abs(ssim_change) > args.max_ssim_change:
-            path.unlink()
-            raise SystemExit(f"removed {path}: int8 moves the held-out scores by more than "
-                             f"{args.max_psnr_change} dB / {args.max_ssim_change} SSIM; this model stays in floating point")
+    print(f"wrote {path} ({path.stat().st_size / 1e3:,.0f} kB)")
+    if holdout:
+        try:
+            check_or_remove(model_dir, path, holdout, args)
+        except BaseException:  # unchecked (an error, Ctrl-C) is not kept either
+            path.unlink(missing_ok=True)
+            raise
     return path
+
+
+def check_or_remove(model_dir: Path, path: Path, holdout: list[Path], args: argparse.Namespace) -> None:
+    s = holdout_check(model_dir, holdout)
+    psnr_change, ssim_change = s["int8_psnr"] - s["float32_psnr"], s["int8_ssim"] - s["float32_ssim"]
+    print(f"held-out check on {args.holdout}: PSNR {s['float32_psnr']:.3f} -> {s['int8_psnr']:.3f} dB "
+          f"({psnr_change:+.3f}), SSIM {s['float32_ssim']:.4f} -> {s['int8_ssim']:.4f} ({ssim_change:+.4f})")
+    beyond = []
+    if abs(psnr_change) > args.max_psnr_change:
+        beyond.append(f"PSNR by {psnr_change:+.3f} dB (--max-psnr-change {args.max_psnr_change})")
+    if abs(ssim_change) > args.max_ssim_change:
+        beyond.append(f"SSIM by {ssim_change:+.4f} (--max-ssim-change {args.max_ssim_change})")
+    if beyond:  # either way: a score that moves is no longer the float32 model's, better or worse
+        path.unlink()
+        raise SystemExit(f"removed {path}: int8 moves the held-out {' and '.join(beyond)}; "
+                         f"this model stays in floating point")
 
 
 if __name__ == "__main__":
