@@ -6,9 +6,11 @@ TensorFlow after. `import recon` is just as light: its names load on first use.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 
 def start_tensorflow_quietly() -> None:
@@ -46,3 +48,11 @@ def native_stderr_hidden():
     finally:
         os.dup2(saved, 2)
         os.close(saved), os.close(devnull)
+
+
+def require_folders(parser: argparse.ArgumentParser, folders: dict[str, str | None]) -> None:
+    """parser.error (exit 2, with usage) for the first argument naming a folder that does not exist;
+    None (an optional argument not given) passes. Keys are the names the user typed ("--data")."""
+    for name, folder in folders.items():
+        if folder is not None and not Path(folder).is_dir():
+            parser.error(f"{name} {folder}: no such folder")

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from recon.precision import PRECISIONS
-from recon.startup import start_tensorflow_quietly
+from recon.startup import require_folders, start_tensorflow_quietly
 
 METRICS = ("psnr", "ssim", "lpips", "mse")
 
@@ -32,9 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="what the model computes in (auto: int8 encoder where the folder has one and the "
                         "CPU has VNNI/AMX, bfloat16 on CPUs with AVX512-BF16/AMX); metrics stay float64")
     args = p.parse_args(argv)
-    for flag, folder in (("--model", args.model), ("--data", args.data)):
-        if not Path(folder).is_dir():
-            p.error(f"{flag} {folder}: no such folder")
+    require_folders(p, {"--model": args.model, "--data": args.data})
     return args
 
 

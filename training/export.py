@@ -15,7 +15,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from recon.startup import start_tensorflow_quietly
+from recon.startup import require_folders, start_tensorflow_quietly
 
 RECORDS = ("history.json", "loss_curve.png", "run_config.json", "split.json")
 
@@ -27,9 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--float16", action="store_true", help="store the encoder weights as float16")
     p.add_argument("--holdout", help="held-out photos to score the model on; also writes the model card")
     args = p.parse_args(argv)
-    for what, folder in (("run", args.run), ("--holdout", args.holdout)):
-        if folder is not None and not Path(folder).is_dir():
-            p.error(f"{what} {folder}: no such folder")
+    require_folders(p, {"run": args.run, "--holdout": args.holdout})
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         p.error(f"{args.out}: a file, not a folder")

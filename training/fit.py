@@ -23,7 +23,7 @@ from pathlib import Path
 
 from recon.config import VGG16_LAYERS, ReconConfig
 from recon.metrics import SSIM_MIN_SIZE
-from recon.startup import start_tensorflow_quietly
+from recon.startup import require_folders, start_tensorflow_quietly
 
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of the peak learning rate
 RECIPE_UPSAMPLE_WIDTHS = (48, 32, 16, 8)  # the bundled recipe's x2 stages, the first ones a layer needs
@@ -86,9 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "them. Default 1 (all in a multi-machine run). Needs KERAS_BACKEND=jax: see "
                         "training/distribute.py")
     args = p.parse_args(argv)
-    for flag, folder in (("--data", args.data), ("--val-data", args.val_data), ("--init-from", args.init_from)):
-        if folder is not None and not Path(folder).is_dir():
-            p.error(f"{flag} {folder}: no such folder")
+    require_folders(p, {"--data": args.data, "--val-data": args.val_data, "--init-from": args.init_from})
     if Path(args.out).exists() and not Path(args.out).is_dir():
         p.error(f"--out {args.out}: a file, not a folder")
     if not args.init_from:  # a warm start's layer comes from its folder: checked once that is read

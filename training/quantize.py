@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recon.startup import start_tensorflow_quietly
+from recon.startup import require_folders, start_tensorflow_quietly
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,9 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-psnr-change", type=float, default=0.05, help="dB, mean over --holdout")
     p.add_argument("--max-ssim-change", type=float, default=0.002, help="mean over --holdout")
     args = p.parse_args(argv)
-    for what, folder in (("model", args.model), ("--data", args.data), ("--holdout", args.holdout)):
-        if folder is not None and not Path(folder).is_dir():
-            p.error(f"{what} {folder}: no such folder")
+    require_folders(p, {"model": args.model, "--data": args.data, "--holdout": args.holdout})
     if args.images < 1:
         p.error("--images must be at least 1")
     return args
