@@ -16,6 +16,7 @@ LiteRT (`ai-edge-litert`), or TensorFlow's own `tf.lite` where that is missing.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -76,8 +77,8 @@ def tflite_interpreter(model_content: bytes, num_threads: int | None = None):
 class Int8Encoder:
     """Runs an `encoder.int8.tflite`: (N, H, W, 3) float32 [0,1] -> float32 feature map.
 
-    Not thread-safe (one interpreter, resized in place when the input shape changes); the app
-    serializes calls to a model.
+    One interpreter, resized in place when the input shape changes: calls from several threads (the
+    demo's events) take turns on a lock.
     """
 
     def __init__(self, model_content: bytes):
@@ -88,6 +89,7 @@ class Int8Encoder:
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self._shape = tuple(self._input["shape"])
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path) -> "Int8Encoder":
@@ -99,10 +101,11 @@ class Int8Encoder:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.shape != self._shape:
-            self.interpreter.resize_tensor_input(self._input["index"], batch.shape)
-            self.interpreter.allocate_tensors()
-            self._shape = batch.shape
-        self.interpreter.set_tensor(self._input["index"], batch)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output["index"]).copy()
+        with self._lock:
+            if batch.shape != self._shape:
+                self.interpreter.resize_tensor_input(self._input["index"], batch.shape)
+                self.interpreter.allocate_tensors()
+                self._shape = batch.shape
+            self.interpreter.set_tensor(self._input["index"], batch)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._output["index"]).copy()

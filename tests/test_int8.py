@@ -139,3 +139,14 @@ def test_the_quantize_command_checks_the_holdout_folder_before_the_work(int8_fol
     with pytest.raises(SystemExit, match="no images found"):
         quantize.main([str(folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(tmp_path / "empty")])
     assert not (folder / INT8_ENCODER_FILE).exists()
+
+
+def test_the_int8_encoder_takes_calls_from_several_threads(int8_folder):
+    from concurrent.futures import ThreadPoolExecutor
+    int8 = Int8Encoder.load(int8_folder / INT8_ENCODER_FILE)
+    rng = np.random.default_rng(0)
+    batches = [rng.random((1 + i % 3, 32 + 16 * (i % 2), 32, 3)).astype(np.float32) for i in range(24)]
+    expected = [int8(b) for b in batches]  # one at a time
+    with ThreadPoolExecutor(4) as pool:  # the demo's events: different shapes at once, one interpreter
+        got = list(pool.map(int8, batches))
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got))
