@@ -150,3 +150,12 @@ def test_the_int8_encoder_takes_calls_from_several_threads(int8_folder):
     with ThreadPoolExecutor(4) as pool:  # the demo's events: different shapes at once, one interpreter
         got = list(pool.map(int8, batches))
     assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+
+
+def test_the_model_card_says_what_the_int8_file_is(int8_folder, tmp_path):
+    from hub.card import write_model_card
+    with_file = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "with")
+    without = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "without")
+    (without / INT8_ENCODER_FILE).unlink()
+    assert "encoder.int8.tflite" in write_model_card(with_file).read_text()
+    assert "int8" not in write_model_card(without).read_text()
