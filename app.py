@@ -40,9 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                      "$GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+    parser.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS if p != "int8"],
                         help="what the models compute in; auto: float16 on CUDA GPUs; on CPUs with VNNI/AMX "
-                             "an int8 encoder where the model folder has one (training.quantize); bfloat16 "
+                             "the int8 encoder of each model folder that has one (training.quantize); bfloat16 "
                              "on CPUs with AVX512-BF16/AMX (about 2x faster); else float32")
     return parser.parse_args(argv)
 

@@ -19,10 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from recon import Reconstructor, load_image  # noqa: E402
+from recon import Reconstructor  # noqa: E402
 from recon.int8 import Int8Encoder, quantize_encoder  # noqa: E402
 from recon.metrics import psnr, ssim  # noqa: E402
 from training.data import find_images  # noqa: E402
+from training.quantize import calibration_sample, prepared  # noqa: E402
 
 
 def scores(images: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[float, float]:
@@ -39,14 +40,13 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     model = Reconstructor.from_pretrained(args.model)
-    files = find_images(args.data)
-    picks = sorted(np.random.default_rng(0).permutation(len(files))[:args.images])  # training.quantize's sample
-    calibration = [model.prepare(load_image(files[i]))[None] for i in picks]
-    held_out = [model.prepare(load_image(f))[None] for f in find_images(args.holdout)]
+    calibration = prepared(model, calibration_sample(find_images(args.data), args.images), "calibration photos")
+    held_out = prepared(model, find_images(args.holdout), "held-out photos")
     encode = lambda x: model.encode(x)  # noqa: E731
     decode = lambda f: model.decode(f)  # noqa: E731
     int8_encoder = Int8Encoder(quantize_encoder(model.encoder, calibration))
     features = [encode(x) for x in calibration]
+    # Int8Encoder runs any TFLite model with one input and one output: here the decoder
     int8_decoder = Int8Encoder(quantize_encoder(model.decoder, features, input_shape=features[0].shape[1:]))
     parts = {"float32": (encode, decode), "int8 encoder": (int8_encoder, decode),
              "int8 decoder": (encode, int8_decoder), "int8 encoder and decoder": (int8_encoder, int8_decoder)}

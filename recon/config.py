@@ -52,6 +52,9 @@ class ReconConfig:
     upsample_widths: list[int] | None = None  # channels per x2 stage; None derives [w, w/2, ...]
     upsample: str = "resize"  # resize (bilinear + conv) or pixel_shuffle; no transposed convs
     feature_scale: list[float] | None = None  # per-channel RMS of the features on the training data
+    # SHA-256 of the folder's encoder.int8.tflite (recon.int8), written by training.quantize after its
+    # held-out check; a file with another hash (stale, or another model's) is never run
+    int8_encoder_sha256: str | None = None
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:

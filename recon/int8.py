@@ -40,10 +40,12 @@ def quantize_encoder(encoder, calibration: Iterable[np.ndarray], input_shape: tu
             resize needs them fixed).
 
     Returns:
-        The .tflite file's bytes: float32 input and output, int8 inside, any batch and size.
+        The .tflite file's bytes: float32 input and output, int8 inside; any batch, and any height
+        and width unless `input_shape` fixes them.
 
     Raises:
         RuntimeError: not on the TensorFlow backend (the converter needs a TensorFlow graph).
+        tf.lite's ConverterError: an operation TFLite cannot quantize.
     """
     import keras
     if keras.backend.backend() != "tensorflow":
@@ -75,7 +77,12 @@ def tflite_interpreter(model_content: bytes, num_threads: int | None = None):
 
 
 class Int8Encoder:
-    """Runs an `encoder.int8.tflite`: (N, H, W, 3) float32 [0,1] -> float32 feature map.
+    """Runs an `encoder.int8.tflite`: (N, H, W, 3) float32 [0,1] -> (N, H/s, W/s, C) float32 feature
+    map, s the layer's stride (H and W multiples of it), C its channels. Any batch and size: the
+    interpreter is resized when the shape changes (a few ms).
+
+    Raises (construction): ValueError or RuntimeError for bytes that are not a TFLite model;
+    ImportError where neither LiteRT nor TensorFlow is installed.
 
     One interpreter, resized in place when the input shape changes: calls from several threads (the
     demo's events) take turns on a lock.
@@ -83,9 +90,8 @@ class Int8Encoder:
 
     def __init__(self, model_content: bytes):
         self.model_content = model_content
-        with native_stderr_hidden():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-            self.interpreter = tflite_interpreter(model_content)
-            self.interpreter.allocate_tensors()
+        self.interpreter = tflite_interpreter(model_content)  # LiteRT says "Created ... XNNPACK delegate"
+        self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self._shape = tuple(self._input["shape"])

@@ -74,7 +74,11 @@ class Reconstructor:
         """precision: what the layers built here compute in ("auto" picks the fastest here, see
         recon.precision); given models keep theirs. Inputs and outputs are float32 either way.
         "int8" encodes with `int8_encoder` (required then) and keeps the Keras encoder, in
-        floating point, for what needs gradients (refine)."""
+        floating point, for what needs gradients (refine).
+
+        Raises:
+            ValueError: an unknown precision, or "int8" without an `int8_encoder`.
+        """
         self.config = config
         self._compiled = None  # the trained-size graph, traced on first use (reconstruct_batch)
         self.precision = resolve_precision(precision, int8_ready=int8_encoder is not None)
@@ -95,14 +99,22 @@ class Reconstructor:
         precision: "float32", "bfloat16", "float16" or "auto": the folder's float32 weights are
         cast once, at load time (bfloat16 ran 1.9x faster at batch 1 on a 2-core AVX512-BF16 CPU).
         "int8" runs the folder's `encoder.int8.tflite` (`python -m training.quantize` makes it);
-        "auto" picks it where the CPU has int8 dot products and the folder has the file.
+        "auto" picks it where the CPU has int8 dot products and the folder has the file, and
+        falls back to floating point, with a warning, if that file cannot be run (another hash
+        than the config's, no TFLite runtime).
+
+        Raises:
+            ModelFolderError: a missing or broken file; for "int8", also a missing, stale or broken
+                encoder.int8.tflite.
+            ValueError: an unknown precision.
         """
+        asked = precision
         precision = resolve_precision(precision, int8_ready=(Path(folder) / INT8_ENCODER_FILE).is_file())
         with dtype_policy(layer_precision(precision)):
-            return cls._load(Path(folder), precision)
+            return cls._load(Path(folder), precision, int8_optional=asked == "auto")
 
     @classmethod
-    def _load(cls, folder: Path, precision: str) -> "Reconstructor":
+    def _load(cls, folder: Path, precision: str, int8_optional: bool = False) -> "Reconstructor":
         folder = Path(folder)
         if not folder.is_dir():
             raise ModelFolderError(f"{folder} is not a model folder")
@@ -122,11 +134,24 @@ class Reconstructor:
                 decoder.load_weights(folder / DECODER_FILE)
         except (ValueError, KeyError, OSError) as e:
             raise ModelFolderError(f"{folder}: {DECODER_FILE} does not fit the config's decoder: {e}") from None
-        int8_encoder = cls._int8_encoder(folder, config) if precision == "int8" else None
+        int8_encoder = None
+        if precision == "int8":
+            try:
+                int8_encoder = cls._int8_encoder(folder, config)
+            except ModelFolderError as e:
+                if not int8_optional:
+                    raise
+                warnings.warn(f"{e}; running it in {layer_precision(precision)}", stacklevel=3)
+                precision = layer_precision(precision)  # what the layers were built in
         model = cls(config, encoder, decoder, precision, int8_encoder)
-        if (folder / INT8_ENCODER_FILE).is_file():  # kept for save_pretrained even when not run here
-            model.int8_file = (folder / INT8_ENCODER_FILE).read_bytes()
+        if int8_encoder is None and cls._int8_file_matches(folder, config):
+            model.int8_file = (folder / INT8_ENCODER_FILE).read_bytes()  # kept for save_pretrained
         return model
+
+    @staticmethod
+    def _int8_file_matches(folder: Path, config: ReconConfig) -> bool:
+        path = folder / INT8_ENCODER_FILE
+        return path.is_file() and config.int8_encoder_sha256 == file_sha256(path)
 
     @staticmethod
     def _int8_encoder(folder: Path, config: ReconConfig) -> Int8Encoder:
@@ -134,8 +159,13 @@ class Reconstructor:
         if not path.is_file():
             raise ModelFolderError(f"{folder} has no {INT8_ENCODER_FILE} for precision int8: make one with "
                                    f"python -m training.quantize {folder} --data TRAINING_PHOTOS --holdout HELD_OUT_PHOTOS")
+        if config.int8_encoder_sha256 != file_sha256(path):
+            raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} is not the one training.quantize checked for this "
+                                   f"config (its SHA-256 is not the config's int8_encoder_sha256); quantize again")
         try:
             int8_encoder = Int8Encoder.load(path)
+        except ImportError as e:
+            raise ModelFolderError(f"no TFLite runtime to run {INT8_ENCODER_FILE} (pip install ai-edge-litert): {e}") from None
         except (ValueError, RuntimeError) as e:
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} is not a TFLite model: {e}") from None
         if int8_encoder.channels != config.channels:
@@ -168,12 +198,14 @@ class Reconstructor:
             (folder / ENCODER_FILE).unlink(missing_ok=True)
         else:
             save_encoder_weights(self.encoder, folder / ENCODER_FILE, dtype=encoder_dtype)
-        self.config.save(folder / CONFIG_FILE)
-        self.decoder.save_weights(folder / DECODER_FILE)
         if self.int8_file is not None:
             (folder / INT8_ENCODER_FILE).write_bytes(self.int8_file)
+            self.config.int8_encoder_sha256 = hashlib.sha256(self.int8_file).hexdigest()
         else:  # another model's int8 encoder must not stay beside this one's weights
             (folder / INT8_ENCODER_FILE).unlink(missing_ok=True)
+            self.config.int8_encoder_sha256 = None
+        self.config.save(folder / CONFIG_FILE)
+        self.decoder.save_weights(folder / DECODER_FILE)
         return folder
 
     # -- inference -------------------------------------------------------------------------

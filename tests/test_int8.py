@@ -17,10 +17,20 @@ def int8_folder(tmp_path_factory):
     config = ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random",
                          decoder_width=8, num_res_blocks=1, feature_scale=[1.0] * 128)
     model = Reconstructor(config)
-    folder = model.save_pretrained(tmp_path_factory.mktemp("int8") / "model")
     calibration = [model.prepare(smooth_image(40, 40, seed))[None] for seed in range(8)]
-    (folder / INT8_ENCODER_FILE).write_bytes(quantize_encoder(model.encoder, calibration))
-    return folder
+    model.int8_file = quantize_encoder(model.encoder, calibration)
+    return model.save_pretrained(tmp_path_factory.mktemp("int8") / "model")  # the file and its hash
+
+
+def put_int8_file(folder, content: bytes, record_hash: bool = True) -> None:
+    """Place an int8 file in `folder`, with its hash in config.json (as training.quantize does) or not."""
+    import hashlib
+    from recon import ReconConfig
+    (folder / INT8_ENCODER_FILE).write_bytes(content)
+    if record_hash:
+        config = ReconConfig.load(folder / "config.json")
+        config.int8_encoder_sha256 = hashlib.sha256(content).hexdigest()
+        config.save(folder / "config.json")
 
 
 def relative_error(reference: np.ndarray, test: np.ndarray) -> float:
@@ -85,18 +95,35 @@ def test_auto_loads_the_int8_encoder_where_the_cpu_has_vnni(int8_folder, monkeyp
 def test_int8_without_the_file_or_with_a_wrong_one_says_what_to_do(int8_folder, tmp_path):
     from recon import ReconConfig
     plain = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "plain")
+    original = (plain / INT8_ENCODER_FILE).read_bytes()
     (plain / INT8_ENCODER_FILE).unlink()
     with pytest.raises(ModelFolderError, match="python -m training.quantize"):
         Reconstructor.from_pretrained(plain, precision="int8")
+    put_int8_file(plain, original[:-4] + b"junk", record_hash=False)  # not the file the config names
+    with pytest.raises(ModelFolderError, match="quantize again"):
+        Reconstructor.from_pretrained(plain, precision="int8")
     other = Reconstructor(ReconConfig(layer="block1_conv2", image_size=32, encoder_weights="random",
                                       decoder_width=8, num_res_blocks=1, feature_scale=[1.0] * 64))
-    calibration = [other.prepare(smooth_image(40, 40, 0))[None]]
-    (plain / INT8_ENCODER_FILE).write_bytes(quantize_encoder(other.encoder, calibration))
+    put_int8_file(plain, quantize_encoder(other.encoder, [other.prepare(smooth_image(40, 40, 0))[None]]))
     with pytest.raises(ModelFolderError, match="64 channels"):
         Reconstructor.from_pretrained(plain, precision="int8")
-    (plain / INT8_ENCODER_FILE).write_bytes(b"not a flatbuffer" * 8)
+    put_int8_file(plain, b"not a flatbuffer" * 8)
     with pytest.raises(ModelFolderError, match="not a TFLite model"):
         Reconstructor.from_pretrained(plain, precision="int8")
+
+
+def test_auto_runs_a_folder_whose_int8_file_cannot_be_used_in_floating_point(int8_folder, tmp_path, monkeypatch):
+    import recon.precision
+    monkeypatch.setattr(recon.precision, "has_cuda_gpu", lambda: False)
+    monkeypatch.setattr(recon.precision, "cpu_flags", lambda: {"avx512_vnni", "avx512_bf16"})
+    stale = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "stale")
+    put_int8_file(stale, (stale / INT8_ENCODER_FILE).read_bytes() + b"\0", record_hash=False)
+    with pytest.warns(UserWarning, match="quantize again.*running it in bfloat16"):
+        model = Reconstructor.from_pretrained(stale, precision="auto")
+    assert model.precision == "bfloat16" and model.int8_encoder is None
+    assert model.reconstruct(smooth_image(40, 40, 1)).output.shape == (32, 32, 3)
+    model.save_pretrained(tmp_path / "resaved")  # the stale file is not carried on
+    assert not (tmp_path / "resaved" / INT8_ENCODER_FILE).exists()
 
 
 def test_refine_descends_through_the_float_encoder_of_an_int8_model(int8_folder):
@@ -110,35 +137,47 @@ def test_refine_descends_through_the_float_encoder_of_an_int8_model(int8_folder)
 
 
 def test_the_quantize_command_writes_the_file_and_checks_it(int8_folder, photo_dir, tmp_path, capsys):
+    import json
     from training import quantize
     folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")
     (folder / INT8_ENCODER_FILE).unlink()
-    path = quantize.main([str(folder), "--data", str(photo_dir), "--images", "4", "--holdout", str(photo_dir / "a")])
+    path = quantize.main([str(folder), "--data", str(photo_dir), "--images", "4", "--holdout", str(photo_dir / "a"),
+                          "--max-psnr-change", "5", "--max-ssim-change", "0.5"])
     assert path == folder / INT8_ENCODER_FILE and path.stat().st_size > 0
     out = capsys.readouterr().out
-    assert "on 4 photos" in out and "held-out check" in out and "SSIM" in out
+    assert "on 4 photos" in out and "held-out check" in out and "SSIM" in out and "wrote" in out
+    assert json.loads((folder / "config.json").read_text())["int8_encoder_sha256"]
     assert Reconstructor.from_pretrained(folder, precision="int8").int8_encoder is not None
     with pytest.raises(SystemExit):
-        quantize.parse_args([str(folder), "--data", str(tmp_path / "nowhere")])
+        quantize.parse_args([str(folder), "--data", str(photo_dir)])  # --holdout is required
 
 
-def test_the_quantize_command_takes_back_a_file_that_moves_the_scores(int8_folder, photo_dir, tmp_path):
+def test_the_quantize_command_writes_nothing_that_moves_the_scores(int8_folder, photo_dir, tmp_path, capsys):
     from training import quantize
     folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")
-    with pytest.raises(SystemExit, match="removed .*moves the held-out PSNR by .* and SSIM by .*stays in floating point"):
+    before = (folder / INT8_ENCODER_FILE).read_bytes()
+    with pytest.raises(SystemExit, match="not written: .*moves the held-out PSNR by .* and SSIM by .*floating point"):
         quantize.main([str(folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(photo_dir / "a"),
                        "--max-psnr-change", "0", "--max-ssim-change", "0"])
-    assert not (folder / INT8_ENCODER_FILE).exists()
+    assert (folder / INT8_ENCODER_FILE).read_bytes() == before  # a file that passed before stays
+    assert Reconstructor.from_pretrained(folder, precision="int8").int8_encoder is not None
 
 
-def test_the_quantize_command_checks_the_holdout_folder_before_the_work(int8_folder, photo_dir, tmp_path):
+def test_the_quantize_command_checks_the_holdout_folder_before_the_work(int8_folder, photo_dir, tmp_path, monkeypatch):
     from training import quantize
-    folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")
-    (folder / INT8_ENCODER_FILE).unlink()
+    monkeypatch.setattr(quantize, "quantize_encoder", lambda *a, **k: pytest.fail("quantized before the check"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no images found"):
-        quantize.main([str(folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(tmp_path / "empty")])
-    assert not (folder / INT8_ENCODER_FILE).exists()
+        quantize.main([str(int8_folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(tmp_path / "empty")])
+
+
+def test_the_model_card_says_what_the_int8_file_is(int8_folder, tmp_path):
+    from hub.card import write_model_card
+    with_file = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "with")
+    without = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "without")
+    (without / INT8_ENCODER_FILE).unlink()
+    assert "encoder.int8.tflite" in write_model_card(with_file).read_text()
+    assert "int8" not in write_model_card(without).read_text()
 
 
 def test_the_int8_encoder_takes_calls_from_several_threads(int8_folder):
@@ -150,12 +189,3 @@ def test_the_int8_encoder_takes_calls_from_several_threads(int8_folder):
     with ThreadPoolExecutor(4) as pool:  # the demo's events: different shapes at once, one interpreter
         got = list(pool.map(int8, batches))
     assert all(np.array_equal(a, b) for a, b in zip(expected, got))
-
-
-def test_the_model_card_says_what_the_int8_file_is(int8_folder, tmp_path):
-    from hub.card import write_model_card
-    with_file = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "with")
-    without = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "without")
-    (without / INT8_ENCODER_FILE).unlink()
-    assert "encoder.int8.tflite" in write_model_card(with_file).read_text()
-    assert "int8" not in write_model_card(without).read_text()
