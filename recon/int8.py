@@ -4,8 +4,8 @@ The encoder is 83% of a reconstruction's arithmetic at block3_conv3 (18.7 of 22.
 image, `benchmarks/speed.py`). Post-training quantization (TFLite's converter: int8 weights per
 output channel, int8 activations per tensor, calibrated on a few photos) runs it with XNNPACK's
 int8 kernels; on a 2-core AVX512-VNNI CPU that took it from 112 ms (float32) to 24 ms. The
-decoder stays in floating point: quantized, it cost 0.25 dB and 0.038 SSIM on the holdout, where the
-int8 encoder moved them by +0.03 dB and +0.0014 (`benchmarks/int8_scope.py`; `python -m
+decoder stays in floating point: quantized, it cost 0.25 dB and 0.028 SSIM on the holdout, where the
+int8 encoder moved them by +0.012 dB and +0.0007 (`benchmarks/int8_scope.py`; `python -m
 training.quantize` checks a folder's file the same way).
 
 The quantized encoder is a file in the model folder (`encoder.int8.tflite`), made once by
