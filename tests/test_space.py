@@ -59,7 +59,8 @@ def test_space_files_are_the_demo_and_nothing_else():
     modules = {f"{package}/{p.name}" for package in ("recon", "hub") for p in (ROOT / package).glob("*.py")}
     examples = {f"examples/{p.name}" for p in (ROOT / "examples").iterdir() if not p.name.startswith(".")}
     model = {f"{DEFAULT_MODEL}/{name}" for name in ("config.json", "decoder.weights.h5", "README.md",
-                                                    "metrics_summary.json")}
+                                                    "metrics_summary.json", "encoder.int8.tflite")}
+    assert (ROOT / DEFAULT_MODEL / "encoder.int8.tflite").is_file()  # the Space's 2 vCPUs run it under auto
     assert set(files) == {"app.py", "requirements.txt", *modules, *examples, *model}
     assert "hub/space.py" in files and "recon/pipeline.py" in files and "examples/LICENSES.md" in files
     assert all(files[path] == ROOT / path for path in files)
