@@ -181,6 +181,10 @@ def test_feature_viewer_and_ablation(page, shots):
     channel = page.locator("#channel input[type=number]")
     for attempt in range(3):  # as above: a refresh still under way may overwrite what was typed
         idle(page, "#feature-grid")
+        if attempt:  # the box may already read 200: move it off, so that typing 200 is a change again
+            channel.fill("0")
+            channel.press("Enter")
+            idle(page, "#feature-grid")
         channel.fill("200")
         channel.press("Enter")  # typed and entered: the picture follows, the clicked tile lets go
         try:
