@@ -42,8 +42,7 @@ def main(argv=None) -> dict:
     model = Reconstructor.from_pretrained(args.model)
     calibration = prepared(model, calibration_sample(find_images(args.data), args.images), "calibration photos")
     held_out = prepared(model, find_images(args.holdout), "held-out photos")
-    encode = lambda x: model.encode(x)  # noqa: E731
-    decode = lambda f: model.decode(f)  # noqa: E731
+    encode, decode = model.encode, model.decode
     int8_encoder = Int8Encoder(quantize_encoder(model.encoder, calibration))
     features = [encode(x) for x in calibration]
     # Int8Encoder runs any TFLite model with one input and one output: here the decoder

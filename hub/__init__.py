@@ -19,10 +19,10 @@ from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, LocalEntr
                                     RepositoryNotFoundError, RevisionNotFoundError)
 
 from hub.card import CARD_FILE, SAMPLES_FILE, build_model_card, write_model_card, write_samples_image
+from recon.int8 import INT8_ENCODER_FILE as INT8_FILE  # no Keras; pushed and pulled where a folder has it
 
 # recon.pipeline.MODEL_FILES, spelled out so that a download needs no Keras (a test keeps the two equal).
 MODEL_FILES = ("config.json", "encoder.weights.h5", "decoder.weights.h5")
-INT8_FILE = "encoder.int8.tflite"  # recon.int8.INT8_ENCODER_FILE: pushed and pulled where a folder has it
 # The training record the card summarizes, pushed where the folder has it. Never pushed: run_config.json
 # and split.json (local paths), backup/ and samples/ (checkpoints, one grid per epoch).
 RECORD_FILES = ("history.json", "metrics_summary.json", "loss_curve.png")

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from hub import HubError, _load, download, push_to_hub
 from hub.space import push_space
-from recon.startup import start_tensorflow_quietly
+from recon.startup import require_folders, start_tensorflow_quietly
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,8 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     space_push.add_argument("--private", action="store_true", help="create the Space private")
     space_push.add_argument("--message", help="commit message")
     args = p.parse_args(argv)
-    if args.command == "push" and not Path(args.model_dir).is_dir():
-        p.error(f"{args.model_dir}: no such folder")
+    if args.command == "push":
+        require_folders(p, {"model_dir": args.model_dir})
     return args
 
 
