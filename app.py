@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
     parser.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS if p != "int8"],
                         help="what the models compute in; auto: float16 on CUDA GPUs; on CPUs with VNNI/AMX "
-                             "the int8 encoder of each model folder that has one (training.quantize); bfloat16 "
+                             "the int8 file of each model folder that has one (training.quantize); bfloat16 "
                              "on CPUs with AVX512-BF16/AMX (about 2x faster); else float32")
     return parser.parse_args(argv)
 
@@ -567,7 +567,7 @@ def resolve_models(model=None, revision: str | None = None, models_dir: Path = M
     plus the folders under models/. A requested model that fails falls back to the bundled one,
     with a notice for the page; the default model is loaded here, so that failure shows at start.
     `precision` applies to every model the store loads ("auto" per model: int8 where a folder has an
-    int8 encoder and the CPU the instructions)."""
+    int8 file and the CPU the instructions)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     store = ModelStore(folders=dict(find_model_folders(models_dir)), precision=precision)

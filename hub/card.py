@@ -196,10 +196,11 @@ def _samples(folder: Path) -> str | None:
 
 
 def _usage(repo_id: str, layer: str, int8: bool = False) -> str:
-    int8_note = ("\n\n`encoder.int8.tflite` is the encoder quantized to int8 (`python -m training.quantize`, which keeps "
-                 "it only if the held-out PSNR and SSIM move by at most 0.05 dB and 0.002 by default): `precision=\"int8\"`, or "
-                 "`\"auto\"` on CPUs with VNNI or AMX, runs it, with the decoder in floating point. A TFLite flatbuffer "
-                 "holds no code either.") if int8 else ""
+    int8_note = ("\n\n`encoder.int8.tflite` is the encoder, and where it passed the same check the decoder's residual "
+                 "blocks, quantized to int8 (`python -m training.quantize`, which keeps it only if the held-out PSNR and SSIM "
+                 "move by at most 0.05 dB and 0.002 by default): `precision=\"int8\"`, or `\"auto\"` on CPUs with VNNI or "
+                 "AMX, runs it, with the rest of the decoder in floating point. A TFLite flatbuffer holds no code either."
+                 ) if int8 else ""
     return f"""## How to use
 
 With this model's project (`recon` and `hub` packages):

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from recon.config import ConfigError, ReconConfig
-from recon.decoder import build_decoder
+from recon.decoder import build_decoder, decoder_tail
 from recon.encoder import (TORCHVISION_FILE_ENV, EncoderWeightsError, build_encoder, read_vgg_weights,
                            resolve_weights_file, save_encoder_weights, set_vgg_weights)
 from recon.imageio import center_crop_square, checked_image, resize, to_float
@@ -90,6 +90,10 @@ class Reconstructor:
         with dtype_policy(self.layer_precision):
             self.encoder = encoder if encoder is not None else build_encoder(config)
             self.decoder = decoder if decoder is not None else build_decoder(config)
+        # what runs in floating point after the int8 file: the whole decoder, or only its upsampling
+        # where the file holds the residual trunk too (recon.int8)
+        self._float_part = (decoder_tail(self.decoder, config) if self.int8_encoder is not None
+                            and self.int8_encoder.has_trunk else self.decoder)
 
     # -- folders ---------------------------------------------------------------------------
     @classmethod
@@ -171,6 +175,9 @@ class Reconstructor:
         if int8_encoder.channels != config.channels:
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} gives {int8_encoder.channels} channels, "
                                    f"the config's {config.layer} has {config.channels}")
+        if int8_encoder.has_trunk and int8_encoder.trunk_channels != config.decoder_width:
+            raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE}'s decoder trunk gives {int8_encoder.trunk_channels} "
+                                   f"channels, the config's decoder_width is {config.decoder_width}")
         return int8_encoder
 
     @staticmethod
@@ -270,23 +277,24 @@ class Reconstructor:
         and evaluation's path. Other sizes take the direct calls, which need no tracing per size.
         """
         batch = self._as_batch(images)
-        if batch.shape[1:3] != (self.config.image_size,) * 2 or keras.backend.backend() != "tensorflow":
-            features = self._encode(batch)
-            return self.decode(features), features
-        if self._compiled is None:
+        trained_size = batch.shape[1:3] == (self.config.image_size,) * 2 and keras.backend.backend() == "tensorflow"
+        if trained_size and self._compiled is None:
             import tensorflow as tf
             self._compiled = tf.function(lambda x: self._forward(x), autograph=False)
-        if self.int8_encoder is not None:  # the int8 encoder runs outside TensorFlow; the decoder is the graph
-            features = self.int8_encoder(batch)
-            outputs = self._compiled(features)
-        else:
+        if self.int8_encoder is not None:  # the int8 file runs outside TensorFlow; the float part is the graph
+            features, handover = self.int8_encoder.front(batch)
+            outputs = self._compiled(handover) if trained_size else self._float_part(handover, training=False)
+        elif trained_size:
             outputs, features = self._compiled(batch)
+        else:
+            features = self._encode(batch)
+            return self.decode(features), features
         return (keras.ops.convert_to_numpy(outputs).astype(np.float32, copy=False),
                 keras.ops.convert_to_numpy(features).astype(np.float32, copy=False))
 
     def _forward(self, batch):
         if self.int8_encoder is not None:
-            return self.decoder(batch, training=False)
+            return self._float_part(batch, training=False)
         features = self.encoder(batch, training=False)
         return self.decoder(features, training=False), features
 
@@ -304,8 +312,13 @@ class Reconstructor:
 
     @property
     def precision_name(self) -> str:
-        """What the model computes in, for people: "bfloat16", or "int8 encoder, bfloat16 decoder"."""
-        return f"int8 encoder, {self.layer_precision} decoder" if self.precision == "int8" else self.precision
+        """What the model computes in, for people: "bfloat16", "int8 encoder, bfloat16 decoder", or
+        "int8 encoder and residual blocks, bfloat16 upsampling"."""
+        if self.precision != "int8":
+            return self.precision
+        if self.int8_encoder.has_trunk:
+            return f"int8 encoder and residual blocks, {self.layer_precision} upsampling"
+        return f"int8 encoder, {self.layer_precision} decoder"
 
     def describe(self) -> str:
         c = self.config

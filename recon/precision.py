@@ -2,8 +2,9 @@
 
 bfloat16 is fast only on CPUs with AMX or AVX512-BF16 (oneDNN uses them; elsewhere it is
 emulated and slower than float32); float16 is fast on CUDA GPUs (tensor cores). "int8" runs the
-encoder as a calibrated int8 copy (recon.int8, where the model folder has one) and the decoder in
-the fastest floating point; it is fast on CPUs with int8 dot products (VNNI, AMX).
+encoder (and, where it passed its check, the decoder's residual blocks) as a calibrated int8 copy
+(recon.int8, where the model folder has one) and the rest of the decoder in the fastest floating
+point; it is fast on CPUs with int8 dot products (VNNI, AMX).
 """
 
 from __future__ import annotations

@@ -190,7 +190,8 @@ def test_int8_scope_scores_each_part_in_int8_against_float32(photo_dir, tmp_path
     folder = Reconstructor(tiny_config).save_pretrained(tmp_path / "model")
     results = int8_scope.main(["--data", str(photo_dir), "--holdout", str(photo_dir / "a"), "--model", str(folder),
                                "--images", "4"])
-    assert list(results) == ["float32", "int8 encoder", "int8 decoder", "int8 encoder and decoder"]
+    assert list(results) == ["float32", "int8 encoder", "int8 encoder and residual trunk", "int8 decoder",
+                             "int8 encoder and decoder"]
     base_psnr, _ = results["float32"]
     assert all(np.isfinite(v) for pair in results.values() for v in pair)
     assert all(abs(psnr - base_psnr) < 3 for psnr, _ in results.values())  # quantized, not broken

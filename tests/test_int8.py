@@ -1,5 +1,8 @@
 """The int8 encoder (recon.int8): calibrated from a folder, close to the float encoder, picked by
-"auto" only where the CPU has int8 dot products and the folder has the file."""
+"auto" only where the CPU has int8 dot products and the folder has the file; with or without the
+decoder's residual trunk in the same file."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,6 +23,15 @@ def int8_folder(tmp_path_factory):
     calibration = [model.prepare(smooth_image(40, 40, seed))[None] for seed in range(8)]
     model.int8_file = quantize_encoder(model.encoder, calibration)
     return model.save_pretrained(tmp_path_factory.mktemp("int8") / "model")  # the file and its hash
+
+
+@pytest.fixture(scope="module")
+def trunk_folder(int8_folder, tmp_path_factory):
+    """The same model, its int8 file holding the decoder's residual trunk too."""
+    model = Reconstructor.from_pretrained(int8_folder)
+    calibration = [model.prepare(smooth_image(40, 40, seed))[None] for seed in range(8)]
+    model.int8_file = quantize_encoder(model.encoder, calibration, decoder=model.decoder)
+    return model.save_pretrained(tmp_path_factory.mktemp("trunk") / "model")
 
 
 def put_int8_file(folder, content: bytes, record_hash: bool = True) -> None:
@@ -74,6 +86,39 @@ def test_an_int8_model_returns_float32_arrays_close_to_float32(int8_folder, tmp_
     assert not (copy / INT8_ENCODER_FILE).exists()
 
 
+def test_trunk_and_tail_make_the_decoder():
+    from recon import ReconConfig
+    from recon.decoder import build_decoder, decoder_tail, decoder_trunk
+    for upsample in ("resize", "pixel_shuffle"):
+        config = ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random", decoder_width=8,
+                             num_res_blocks=2, upsample=upsample, feature_scale=[2.0] * 128)
+        decoder = build_decoder(config)
+        decoder.set_weights([np.random.default_rng(i).normal(0, 0.2, w.shape) for i, w in enumerate(decoder.get_weights())])
+        features = np.random.default_rng(9).random((2, 12, 20, 128)).astype(np.float32)
+        trunk = decoder_trunk(decoder)(features)
+        assert trunk.shape == (2, 12, 20, 8)
+        np.testing.assert_allclose(decoder_tail(decoder, config)(trunk), decoder(features), atol=1e-6)
+
+
+def test_an_int8_file_with_the_trunk_runs_only_the_upsampling_in_floating_point(int8_folder, trunk_folder):
+    from recon.metrics import psnr
+    exact = Reconstructor.from_pretrained(trunk_folder, precision="float32")
+    fast = Reconstructor.from_pretrained(trunk_folder, precision="int8")
+    assert fast.int8_encoder.has_trunk and fast.int8_encoder.trunk_channels == 8
+    assert "int8 encoder and residual blocks" in fast.precision_name
+    assert not Int8Encoder.load(int8_folder / INT8_ENCODER_FILE).has_trunk
+    image = smooth_image(50, 70, seed=3)
+    for size in ["trained", (48, 64), "trained"]:  # the compiled graph, the eager tail, the graph again
+        rec, reference = fast.reconstruct(image, size), exact.reconstruct(image, size)
+        assert rec.output.dtype == rec.features.dtype == np.float32
+        assert rec.output.shape == reference.output.shape and rec.features.shape == reference.features.shape
+        assert relative_error(reference.features, rec.features) < 0.08  # the file's first output: the feature map
+        assert psnr(reference.output, rec.output) > 30  # near the float32 reconstruction, not another one
+    (features, trunk) = fast.int8_encoder.front(fast.prepare(image)[None])
+    from recon.decoder import decoder_trunk
+    assert relative_error(decoder_trunk(exact.decoder)(features).numpy(), trunk) < 0.1
+
+
 def test_auto_picks_int8_only_with_vnni_and_a_quantized_encoder():
     assert resolve_precision("auto", flags={"avx512_vnni", "avx512_bf16"}, gpu=False, int8_ready=True) == "int8"
     assert resolve_precision("auto", flags={"amx_int8", "amx_bf16"}, gpu=False, int8_ready=True) == "int8"
@@ -106,6 +151,10 @@ def test_int8_without_the_file_or_with_a_wrong_one_says_what_to_do(int8_folder, 
                                       decoder_width=8, num_res_blocks=1, feature_scale=[1.0] * 64))
     put_int8_file(plain, quantize_encoder(other.encoder, [other.prepare(smooth_image(40, 40, 0))[None]]))
     with pytest.raises(ModelFolderError, match="64 channels"):
+        Reconstructor.from_pretrained(plain, precision="int8")
+    wider = Reconstructor(replace(ReconConfig.load(plain / "config.json"), decoder_width=16))
+    put_int8_file(plain, quantize_encoder(wider.encoder, [wider.prepare(smooth_image(40, 40, 0))[None]], decoder=wider.decoder))
+    with pytest.raises(ModelFolderError, match="decoder trunk gives 16 channels, the config's decoder_width is 8"):
         Reconstructor.from_pretrained(plain, precision="int8")
     put_int8_file(plain, b"not a flatbuffer" * 8)
     with pytest.raises(ModelFolderError, match="not a TFLite model"):
@@ -146,8 +195,12 @@ def test_the_quantize_command_writes_the_file_and_checks_it(int8_folder, photo_d
     assert path == folder / INT8_ENCODER_FILE and path.stat().st_size > 0
     out = capsys.readouterr().out
     assert "on 4 photos" in out and "held-out check" in out and "SSIM" in out and "wrote" in out
+    assert "with the decoder's residual trunk" in out  # tried first, and within these limits
     assert json.loads((folder / "config.json").read_text())["int8_encoder_sha256"]
-    assert Reconstructor.from_pretrained(folder, precision="int8").int8_encoder is not None
+    assert Reconstructor.from_pretrained(folder, precision="int8").int8_encoder.has_trunk
+    quantize.main([str(folder), "--data", str(photo_dir), "--images", "4", "--holdout", str(photo_dir / "a"),
+                   "--max-psnr-change", "5", "--max-ssim-change", "0.5", "--scope", "encoder"])
+    assert not Reconstructor.from_pretrained(folder, precision="int8").int8_encoder.has_trunk
     with pytest.raises(SystemExit):
         quantize.parse_args([str(folder), "--data", str(photo_dir)])  # --holdout is required
 
@@ -156,7 +209,8 @@ def test_the_quantize_command_writes_nothing_that_moves_the_scores(int8_folder, 
     from training import quantize
     folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")
     before = (folder / INT8_ENCODER_FILE).read_bytes()
-    with pytest.raises(SystemExit, match="not written: .*moves the held-out PSNR by .* and SSIM by .*floating point"):
+    with pytest.raises(SystemExit, match="not written: .*residual trunk: .*moves the held-out PSNR by .* and SSIM by "
+                                         ".*; the block2_conv2 encoder: .*floating point"):
         quantize.main([str(folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(photo_dir / "a"),
                        "--max-psnr-change", "0", "--max-ssim-change", "0"])
     assert (folder / INT8_ENCODER_FILE).read_bytes() == before  # a file that passed before stays

@@ -1,13 +1,17 @@
-"""Quantize a model folder's encoder to int8, for `--precision int8` (and "auto" on CPUs with VNNI/AMX).
+"""Quantize a model folder's encoder (and the decoder's residual trunk) to int8, for `--precision int8`
+(and "auto" on CPUs with VNNI/AMX).
 
     python -m training.quantize models/vgg16-block3_conv3 --data ../shared/photos/train \
-        --holdout ../shared/photos/holdout [--images 32]
+        --holdout ../shared/photos/holdout [--images 32] [--scope auto|trunk|encoder]
 
 Calibrates on --images photos from --data (a seeded sample; use training photos, never held-out
-ones), reconstructs the --holdout photos with the float32 encoder and with the int8 one (decoder in
-float32 both times) and prints the change in mean PSNR and SSIM, so the speed is never bought blind.
-Only if the change is within --max-psnr-change / --max-ssim-change (0.05 dB / 0.002, the bar bfloat16
-meets) is FOLDER/encoder.int8.tflite written, its SHA-256 recorded in config.json; else exit 1.
+ones), reconstructs the --holdout photos in float32 and with the int8 file (the rest in float32 both
+times) and prints the change in mean PSNR and SSIM, so the speed is never bought blind. Only if the
+change is within --max-psnr-change / --max-ssim-change (0.05 dB / 0.002, the bar bfloat16 meets) is
+FOLDER/encoder.int8.tflite written, its SHA-256 recorded in config.json; else exit 1.
+
+--scope auto tries the encoder with the decoder's residual trunk first (faster: see recon.int8),
+then the encoder alone, and writes the first that passes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--holdout", required=True, help="held-out photos to check the int8 encoder on against float32")
     p.add_argument("--max-psnr-change", type=float, default=0.05, help="dB, mean over --holdout")
     p.add_argument("--max-ssim-change", type=float, default=0.002, help="mean over --holdout")
+    p.add_argument("--scope", choices=("auto", "trunk", "encoder"), default="auto",
+                   help="what runs in int8: the encoder and the decoder's residual trunk, the encoder alone, "
+                        "or the first of these two that passes the held-out check")
     args = p.parse_args(argv)
     require_folders(p, {"model": args.model, "--data": args.data, "--holdout": args.holdout})
     if args.images < 1:
@@ -69,8 +76,8 @@ def calibration_sample(files: list[Path], count: int, seed: int = 0) -> list[Pat
 
 
 def holdout_check(model: Reconstructor, int8_file: bytes, files: list[Path]) -> dict[str, float]:
-    """Mean PSNR (dB) and SSIM of `model` (float32) and of the same model with `int8_file` as its
-    encoder, over `files`. The decoder stays float32 in both: the check is the same on any CPU."""
+    """Mean PSNR (dB) and SSIM of `model` (float32) and of the same model running `int8_file`, over
+    `files`. The float part stays float32 in both: the check is the same on any CPU."""
     fast = Reconstructor(model.config, model.encoder, model.decoder, "int8", Int8Encoder(int8_file))
     scores = {}
     for image in prepared(model, files, "holdout check"):
@@ -92,9 +99,17 @@ def main(argv=None) -> Path:
     calibration = prepared(model, calibration_sample(find_images(args.data), args.images, args.seed), "calibration photos")
     if not calibration:
         raise SystemExit(f"no readable photos to calibrate on in {args.data}")
-    print(f"quantizing the {model.config.layer} encoder on {len(calibration)} photos from {args.data} (~1 s each)")
-    int8_file = quantize_encoder(model.encoder, calibration)
-    check(holdout_check(model, int8_file, holdout), args)
+    problems = []
+    for scope in ("trunk", "encoder") if args.scope == "auto" else (args.scope,):
+        what = f"the {model.config.layer} encoder" + (" with the decoder's residual trunk" if scope == "trunk" else "")
+        print(f"quantizing {what} on {len(calibration)} photos from {args.data} (~1 s each)")
+        int8_file = quantize_encoder(model.encoder, calibration, decoder=model.decoder if scope == "trunk" else None)
+        problem = check(holdout_check(model, int8_file, holdout), args)
+        if problem is None:
+            break
+        problems.append(f"{what}: {problem}")
+    else:
+        raise SystemExit(f"not written: {'; '.join(problems)}; this model stays in floating point")
     # only a checked file reaches the folder, whole (a reader never sees half of it), with its hash in
     # the config, so that a stale or foreign encoder.int8.tflite is never run for this model
     path = model_dir / INT8_ENCODER_FILE
@@ -107,9 +122,9 @@ def main(argv=None) -> Path:
     return path
 
 
-def check(s: dict[str, float], args: argparse.Namespace) -> None:
-    """Print the held-out change; exit 1 if it is beyond the limits (better or worse: a score that
-    moves is no longer the float32 model's)."""
+def check(s: dict[str, float], args: argparse.Namespace) -> str | None:
+    """Print the held-out change; say how it is beyond the limits, if it is (better or worse: a
+    score that moves is no longer the float32 model's)."""
     psnr_change, ssim_change = s["int8_psnr"] - s["float32_psnr"], s["int8_ssim"] - s["float32_ssim"]
     print(f"held-out check on {args.holdout}: PSNR {s['float32_psnr']:.3f} -> {s['int8_psnr']:.3f} dB "
           f"({psnr_change:+.3f}), SSIM {s['float32_ssim']:.4f} -> {s['int8_ssim']:.4f} ({ssim_change:+.4f})")
@@ -118,9 +133,7 @@ def check(s: dict[str, float], args: argparse.Namespace) -> None:
         beyond.append(f"PSNR by {psnr_change:+.3f} dB (--max-psnr-change {args.max_psnr_change})")
     if abs(ssim_change) > args.max_ssim_change:
         beyond.append(f"SSIM by {ssim_change:+.4f} (--max-ssim-change {args.max_ssim_change})")
-    if beyond:
-        raise SystemExit(f"not written: int8 moves the held-out {' and '.join(beyond)}; "
-                         f"this model stays in floating point")
+    return f"int8 moves the held-out {' and '.join(beyond)}" if beyond else None
 
 
 if __name__ == "__main__":
