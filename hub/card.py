@@ -96,7 +96,7 @@ def build_model_card(folder: str | Path, repo_id: str | None = None, model=None,
                       for name, label in METRIC_LABELS[:3] if name in scores] or None,
     )
     sections = [_summary(repo_id, model), _training(folder), _evaluation(scores),
-                _samples(folder), _usage(repo_id, cfg.layer, (folder / INT8_FILE).is_file())]
+                _samples(folder), _usage(repo_id, cfg.layer, (folder / INT8_FILE).is_file(), cfg.int8_decoder_sha256 is not None)]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(s for s in sections if s) + "\n")
 
 
@@ -195,12 +195,13 @@ def _samples(folder: Path) -> str | None:
     return f"## Samples\n\nOriginals and their reconstructions:\n\n![samples]({SAMPLES_FILE})"
 
 
-def _usage(repo_id: str, layer: str, int8: bool = False) -> str:
-    int8_note = ("\n\n`encoder.int8.tflite` is the encoder, and where it passed the same check the decoder's residual "
-                 "blocks, quantized to int8 (`python -m training.quantize`, which keeps it only if the held-out PSNR and SSIM "
-                 "move by at most 0.05 dB and 0.002 by default): `precision=\"int8\"`, or `\"auto\"` on CPUs with VNNI or "
-                 "AMX, runs it, with the rest of the decoder in floating point. A TFLite flatbuffer holds no code either."
-                 ) if int8 else ""
+def _usage(repo_id: str, layer: str, int8: bool = False, int8_trunk: bool = False) -> str:
+    what = "the encoder and the decoder's residual blocks" if int8_trunk else "the encoder"
+    rest = "the upsampling stages" if int8_trunk else "the decoder"
+    int8_note = (f"\n\n`encoder.int8.tflite` is {what} quantized to int8 (`python -m training.quantize`, which keeps it "
+                 "only if the held-out PSNR and SSIM move by at most 0.05 dB and 0.002 by default): `precision=\"int8\"`, "
+                 f"or `\"auto\"` on CPUs with VNNI or AMX, runs it, with {rest} in floating point. A TFLite flatbuffer "
+                 "holds no code either.") if int8 else ""
     return f"""## How to use
 
 With this model's project (`recon` and `hub` packages):

@@ -55,6 +55,9 @@ class ReconConfig:
     # SHA-256 of the folder's encoder.int8.tflite (recon.int8), written by training.quantize after its
     # held-out check; a file with another hash (stale, or another model's) is never run
     int8_encoder_sha256: str | None = None
+    # SHA-256 of decoder.weights.h5 when that int8 file also holds the decoder's residual trunk (a
+    # copy of those weights): a decoder trained on since then makes the file stale too
+    int8_decoder_sha256: str | None = None
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:

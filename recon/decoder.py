@@ -85,7 +85,8 @@ def decoder_trunk(decoder: keras.Model) -> keras.Model:
 
 def decoder_tail(decoder: keras.Model, cfg: ReconConfig) -> keras.Model:
     """The rest of the decoder after `decoder_trunk`: the upsampling stages and the RGB layer.
-    (N, h, w, decoder_width) -> (N, h*2^k, w*2^k, 3) float32; shares `decoder`'s layers and weights."""
+    (N, h, w, decoder_width) -> (N, h*2^k, w*2^k, 3) [0,1] in the RGB layer's dtype (float32 unless
+    the decoder was built under a full bfloat16/float16 policy); shares `decoder`'s layers and weights."""
     x = inputs = keras.Input(shape=(None, None, cfg.decoder_width), name="trunk_output")
     for i in range(len(cfg.upsample_widths)):
         for part in UPSAMPLE_LAYERS[cfg.upsample]:

@@ -14,8 +14,9 @@ exception: it can ride in the same file, after the encoder (`quantize_encoder(..
 outputs, the feature map and the trunk's output, and the upsampling stages run in floating point
 from the second (`recon.decoder.decoder_tail`).
 
-The quantized encoder is a file in the model folder (`encoder.int8.tflite`), made once by
-`python -m training.quantize`, because calibration needs photos and half a minute. It runs on
+The quantized encoder is a file in the model folder (`encoder.int8.tflite`; the name, like
+`Int8Encoder`'s, predates the trunk), made once by `python -m training.quantize`, because
+calibration needs photos and half a minute. It runs on
 LiteRT (`ai-edge-litert`), or TensorFlow's own `tf.lite` where that is missing.
 """
 
@@ -54,7 +55,9 @@ def quantize_encoder(encoder, calibration: Iterable[np.ndarray], input_shape: tu
         the trunk's (N, H/s, W/s, decoder_width) output.
 
     Raises:
-        RuntimeError: not on the TensorFlow backend (the converter needs a TensorFlow graph).
+        RuntimeError: not on the TensorFlow backend (the converter needs a TensorFlow graph), or,
+            with `decoder`, a file whose first output is not the feature map (checked on a
+            calibration input: the converter's output order is not documented).
         tf.lite's ConverterError: an operation TFLite cannot quantize.
     """
     import keras
@@ -62,20 +65,40 @@ def quantize_encoder(encoder, calibration: Iterable[np.ndarray], input_shape: tu
         raise RuntimeError("int8 conversion needs KERAS_BACKEND=tensorflow")
     import tensorflow as tf
 
+    calibration = [np.asarray(x, np.float32) for x in calibration]
+    model = encoder
     if decoder is not None:
         from recon.decoder import decoder_trunk
-        trunk = decoder_trunk(decoder)
-        encoder = keras.Model(encoder.input, [encoder.output, trunk(encoder.output)], name="encoder_and_trunk")
-    forward = tf.function(lambda x: encoder(x, training=False),
+        model = keras.Model(encoder.input, [encoder.output, decoder_trunk(decoder)(encoder.output)],
+                            name="encoder_and_trunk")
+    forward = tf.function(lambda x: model(x, training=False),
                           input_signature=[tf.TensorSpec([None, *(input_shape or (None, None, encoder.input.shape[-1]))], tf.float32)])
     converter = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()], forward)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([np.asarray(x, np.float32)] for x in calibration)
+    converter.representative_dataset = lambda: ([x] for x in calibration)
     # float32 input and output are what we want, not missing statistics; and the converter's C++
     # lines ("fully_quantize: 0, inference_type: 6, ...") say nothing to a user
     with warnings.catch_warnings(), native_stderr_hidden():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-        return converter.convert()
+        content = converter.convert()
+    if decoder is not None:  # Int8Encoder reads the outputs by position: make sure of it once, here
+        reference = keras.ops.convert_to_numpy(encoder(calibration[0], training=False))
+        outputs = Int8Encoder(content).front(calibration[0])
+        if not _closer(reference, outputs[0], outputs[1]):
+            raise RuntimeError("the TFLite converter put the trunk's output first; this file cannot be used")
+    return content
+
+
+def _closer(reference: np.ndarray, candidate: np.ndarray, other: np.ndarray) -> bool:
+    """Whether `candidate`, not `other`, is the int8 copy of `reference`."""
+    def error(x):
+        return np.inf if x.shape != reference.shape else float(np.linalg.norm(x - reference))
+    return error(candidate) < error(other)
+
+
+def holds_trunk(model_content: bytes) -> bool:
+    """Whether an int8 file holds the decoder's residual trunk too (two outputs)."""
+    return len(tflite_interpreter(model_content, num_threads=1).get_output_details()) == 2
 
 
 def tflite_interpreter(model_content: bytes, num_threads: int | None = None):
@@ -124,9 +147,9 @@ class Int8Encoder:
         return self._channels
 
     @property
-    def trunk_channels(self) -> int:
-        """The trunk output's channels (the decoder's width) where `has_trunk`."""
-        return self._trunk_channels
+    def trunk_channels(self) -> int | None:
+        """The trunk output's channels (the decoder's width); None for an encoder-only file."""
+        return self._trunk_channels if self.has_trunk else None
 
     @property
     def has_trunk(self) -> bool:
@@ -138,8 +161,9 @@ class Int8Encoder:
         return self.front(batch)[0]
 
     def front(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(feature map, what the floating-point decoder starts from): the trunk's output where the
-        file has it (`has_trunk`), else the feature map again."""
+        """Everything the file computes: (feature map, handover), the handover being what the
+        floating-point part of the decoder starts from: the trunk's (N, H/s, W/s, decoder_width)
+        output where the file has it (`has_trunk`), else the feature map again."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:
             if batch.shape != self._shape:

@@ -22,7 +22,7 @@ from recon.decoder import build_decoder, decoder_tail
 from recon.encoder import (TORCHVISION_FILE_ENV, EncoderWeightsError, build_encoder, read_vgg_weights,
                            resolve_weights_file, save_encoder_weights, set_vgg_weights)
 from recon.imageio import center_crop_square, checked_image, resize, to_float
-from recon.int8 import INT8_ENCODER_FILE, Int8Encoder
+from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, holds_trunk
 from recon.metrics import image_metrics
 from recon.precision import dtype_policy, layer_precision, resolve_precision
 
@@ -154,8 +154,11 @@ class Reconstructor:
 
     @staticmethod
     def _int8_file_matches(folder: Path, config: ReconConfig) -> bool:
+        """Whether the folder's int8 file is the one training.quantize checked for this config and
+        decoder (a file with the trunk records the decoder's hash as well)."""
         path = folder / INT8_ENCODER_FILE
-        return path.is_file() and config.int8_encoder_sha256 == file_sha256(path)
+        return (path.is_file() and config.int8_encoder_sha256 == file_sha256(path)
+                and config.int8_decoder_sha256 in (None, file_sha256(folder / DECODER_FILE)))
 
     @staticmethod
     def _int8_encoder(folder: Path, config: ReconConfig) -> Int8Encoder:
@@ -175,6 +178,9 @@ class Reconstructor:
         if int8_encoder.channels != config.channels:
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} gives {int8_encoder.channels} channels, "
                                    f"the config's {config.layer} has {config.channels}")
+        if int8_encoder.has_trunk and config.int8_decoder_sha256 != file_sha256(folder / DECODER_FILE):
+            raise ModelFolderError(f"{folder}: {DECODER_FILE} is not the decoder whose residual blocks {INT8_ENCODER_FILE} "
+                                   f"holds (trained on since, or another one); quantize again")
         if int8_encoder.has_trunk and int8_encoder.trunk_channels != config.decoder_width:
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE}'s decoder trunk gives {int8_encoder.trunk_channels} "
                                    f"channels, the config's decoder_width is {config.decoder_width}")
@@ -205,14 +211,16 @@ class Reconstructor:
             (folder / ENCODER_FILE).unlink(missing_ok=True)
         else:
             save_encoder_weights(self.encoder, folder / ENCODER_FILE, dtype=encoder_dtype)
-        if self.int8_file is not None:
+        self.decoder.save_weights(folder / DECODER_FILE)
+        if self.int8_file is not None:  # checked when it was made or loaded, for this decoder
             (folder / INT8_ENCODER_FILE).write_bytes(self.int8_file)
             self.config.int8_encoder_sha256 = hashlib.sha256(self.int8_file).hexdigest()
+            self.config.int8_decoder_sha256 = (file_sha256(folder / DECODER_FILE) if holds_trunk(self.int8_file)
+                                               else None)
         else:  # another model's int8 encoder must not stay beside this one's weights
             (folder / INT8_ENCODER_FILE).unlink(missing_ok=True)
-            self.config.int8_encoder_sha256 = None
+            self.config.int8_encoder_sha256 = self.config.int8_decoder_sha256 = None
         self.config.save(folder / CONFIG_FILE)
-        self.decoder.save_weights(folder / DECODER_FILE)
         return folder
 
     # -- inference -------------------------------------------------------------------------
@@ -242,7 +250,8 @@ class Reconstructor:
         return max(stride, int(round(n / stride)) * stride)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """[0,1] RGB (H, W, 3) or (N, H, W, 3) -> features; H and W multiples of the stride."""
+        """[0,1] RGB (H, W, 3) or (N, H, W, 3) -> features; H and W multiples of the stride.
+        With an int8 file that holds the decoder's trunk, the trunk runs too (and is dropped)."""
         features = self._encode(self._as_batch(images))
         return features if np.ndim(images) == 4 else features[0]
 
@@ -253,7 +262,9 @@ class Reconstructor:
         return keras.ops.convert_to_numpy(self.encoder(batch, training=False)).astype(np.float32, copy=False)
 
     def decode(self, features: np.ndarray) -> np.ndarray:
-        """Features (h, w, C) or (N, h, w, C) -> [0,1] RGB at stride times their size."""
+        """Features (h, w, C) or (N, h, w, C) -> [0,1] RGB at stride times their size: always the
+        whole decoder in floating point, also under "int8" (features may be edited, as the app's
+        ablation does). `reconstruct_batch` is the path that runs the int8 file's trunk."""
         batch = np.asarray(features, dtype=np.float32)
         single = batch.ndim == 3
         if single:

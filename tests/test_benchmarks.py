@@ -195,3 +195,14 @@ def test_int8_scope_scores_each_part_in_int8_against_float32(photo_dir, tmp_path
     base_psnr, _ = results["float32"]
     assert all(np.isfinite(v) for pair in results.values() for v in pair)
     assert all(abs(psnr - base_psnr) < 3 for psnr, _ in results.values())  # quantized, not broken
+
+
+def test_speed_benchmark_times_each_precision_in_turns(tiny_config):
+    from recon import Reconstructor
+    speed = load_benchmark("speed")
+    folder_free = {"float32": Reconstructor(tiny_config), "bfloat16": Reconstructor(tiny_config, precision="bfloat16")}
+    speeds = speed.inference_speeds(folder_free, tiny_config.image_size, rounds=1)
+    assert list(speeds) == ["float32", "bfloat16"]
+    assert list(speeds["float32"]) == ["reconstruct(), batch 1", "reconstruct_batch(), batch 8", "encoder only, batch 1",
+                                       "encoder only, batch 8", "webcam path (frames/s)"]
+    assert all(v > 0 for rows in speeds.values() for v in rows.values())

@@ -258,5 +258,6 @@ def test_model_panel(page, shots):
     page.get_by_role("tab", name="Model").click()
     info = wait_for_text(page, "#model-info", r"Held-out metrics")
     assert "imagenet-torchvision" in info and "338,819 parameters" in info and "LPIPS" in info
-    assert re.search(r"Precision\s+(int8 encoder, (bfloat16|float32) decoder|bfloat16|float32)", info)
+    assert re.search(r"Precision\s+(int8 encoder(, (bfloat16|float32) decoder| and residual blocks, (bfloat16|float32) upsampling)"
+                     r"|bfloat16|float32)", info)
     page.screenshot(path=shots / "model.png")

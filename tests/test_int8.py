@@ -35,13 +35,20 @@ def trunk_folder(int8_folder, tmp_path_factory):
 
 
 def put_int8_file(folder, content: bytes, record_hash: bool = True) -> None:
-    """Place an int8 file in `folder`, with its hash in config.json (as training.quantize does) or not."""
+    """Place an int8 file in `folder`, with its hashes in config.json (as training.quantize does) or not."""
     import hashlib
     from recon import ReconConfig
+    from recon.int8 import holds_trunk
+    from recon.pipeline import DECODER_FILE, file_sha256
     (folder / INT8_ENCODER_FILE).write_bytes(content)
     if record_hash:
         config = ReconConfig.load(folder / "config.json")
         config.int8_encoder_sha256 = hashlib.sha256(content).hexdigest()
+        try:
+            trunk = holds_trunk(content)
+        except ValueError:  # not a TFLite file at all
+            trunk = False
+        config.int8_decoder_sha256 = file_sha256(folder / DECODER_FILE) if trunk else None
         config.save(folder / "config.json")
 
 
@@ -217,6 +224,23 @@ def test_the_quantize_command_writes_nothing_that_moves_the_scores(int8_folder, 
     assert Reconstructor.from_pretrained(folder, precision="int8").int8_encoder is not None
 
 
+def test_the_quantize_command_falls_back_to_the_encoder_alone(int8_folder, photo_dir, tmp_path, monkeypatch, capsys):
+    from training import quantize
+    folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")
+    real = quantize.quantize_encoder
+
+    def no_trunk(encoder, calibration, decoder=None, **kwargs):
+        if decoder is not None:
+            raise RuntimeError("a converter that cannot take the trunk")
+        return real(encoder, calibration, **kwargs)
+    monkeypatch.setattr(quantize, "quantize_encoder", no_trunk)
+    quantize.main([str(folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(photo_dir / "a"),
+                   "--max-psnr-change", "5", "--max-ssim-change", "0.5"])
+    assert "not kept: RuntimeError: a converter that cannot take the trunk" in capsys.readouterr().out
+    model = Reconstructor.from_pretrained(folder, precision="int8")
+    assert not model.int8_encoder.has_trunk and model.config.int8_decoder_sha256 is None
+
+
 def test_the_quantize_command_checks_the_holdout_folder_before_the_work(int8_folder, photo_dir, tmp_path, monkeypatch):
     from training import quantize
     monkeypatch.setattr(quantize, "quantize_encoder", lambda *a, **k: pytest.fail("quantized before the check"))
@@ -243,3 +267,31 @@ def test_the_int8_encoder_takes_calls_from_several_threads(int8_folder):
     with ThreadPoolExecutor(4) as pool:  # the demo's events: different shapes at once, one interpreter
         got = list(pool.map(int8, batches))
     assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+
+
+def test_a_trunk_file_takes_calls_from_several_threads(trunk_folder):
+    from concurrent.futures import ThreadPoolExecutor
+    int8 = Int8Encoder.load(trunk_folder / INT8_ENCODER_FILE)
+    rng = np.random.default_rng(1)
+    batches = [rng.random((1 + i % 2, 32, 32 + 16 * (i % 3), 3)).astype(np.float32) for i in range(18)]
+    expected = [int8.front(b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:  # both outputs of one call stay together
+        got = list(pool.map(int8.front, batches))
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(expected, got))
+
+
+def test_a_trunk_file_is_stale_once_the_decoder_changes(trunk_folder, tmp_path):
+    import json
+    from recon.pipeline import DECODER_FILE
+    copy = Reconstructor.from_pretrained(trunk_folder).save_pretrained(tmp_path / "copy")  # carried, still valid
+    assert json.loads((copy / "config.json").read_text())["int8_decoder_sha256"]
+    assert Reconstructor.from_pretrained(copy, precision="int8").int8_encoder.has_trunk
+    retrained = Reconstructor.from_pretrained(copy)
+    retrained.decoder.set_weights([w * 1.01 for w in retrained.decoder.get_weights()])
+    retrained.decoder.save_weights(copy / DECODER_FILE)  # as training.fit's best checkpoint would
+    with pytest.raises(ModelFolderError, match="not the decoder whose residual blocks .* quantize again"):
+        Reconstructor.from_pretrained(copy, precision="int8")
+    with pytest.warns(UserWarning, match="quantize again"):
+        fallback = Reconstructor.from_pretrained(copy, precision="auto")
+    assert fallback.int8_encoder is None and fallback.int8_file is None  # and not carried on by save_pretrained
+    assert not (fallback.save_pretrained(tmp_path / "resaved") / INT8_ENCODER_FILE).exists()

@@ -12,6 +12,18 @@ def test_default_decoder_is_small():
     assert params <= 400_000
 
 
+def test_the_rgb_layer_is_float32_for_training_and_follows_a_whole_cast_for_inference():
+    from recon.precision import dtype_policy
+    cfg = ReconConfig(layer="block2_conv2", decoder_width=8, num_res_blocks=1)
+    for policy, compute in [("float32", "float32"), ("mixed_bfloat16", "float32"), ("bfloat16", "bfloat16")]:
+        with dtype_policy(policy):
+            decoder = build_decoder(cfg)
+        # mixed precision trains against float32 sigmoid outputs; a model cast whole for inference
+        # (Reconstructor(precision="bfloat16")) runs the last conv in bfloat16 too
+        assert decoder.get_layer("rgb").compute_dtype == compute
+        assert decoder.get_layer("reduce").compute_dtype == ("float32" if policy == "float32" else "bfloat16")
+
+
 @pytest.mark.parametrize("layer", list(VGG16_LAYERS))
 def test_every_layer_trains_one_step(layer):
     cfg = ReconConfig(layer=layer, image_size=32, encoder_weights="random", decoder_width=8, num_res_blocks=1)

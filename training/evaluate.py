@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
                 skipped.append({"file": path.name, "reason": reason})
             inputs = [model.prepare(im, size) for im in images.images]
             if args.native or not inputs:  # native sizes differ, so one at a time
-                outputs = [model.decode(model.encode(x)) for x in inputs]
+                outputs = [model.reconstruct_batch(x[None])[0][0] for x in inputs]
             else:
                 outputs = list(model.reconstruct_batch(np.stack(inputs))[0])
             for path, x, y in zip(images.files, inputs, outputs):

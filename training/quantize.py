@@ -54,7 +54,7 @@ from tqdm import tqdm  # noqa: E402
 from recon.imageio import ImageLoadError, load_image  # noqa: E402
 from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, quantize_encoder  # noqa: E402
 from recon.metrics import psnr, ssim  # noqa: E402
-from recon.pipeline import CONFIG_FILE, ModelFolderError, Reconstructor  # noqa: E402
+from recon.pipeline import CONFIG_FILE, DECODER_FILE, ModelFolderError, Reconstructor, file_sha256  # noqa: E402
 from training.data import find_images  # noqa: E402
 
 
@@ -75,17 +75,17 @@ def calibration_sample(files: list[Path], count: int, seed: int = 0) -> list[Pat
     return [files[i] for i in sorted(picks)]
 
 
-def holdout_check(model: Reconstructor, int8_file: bytes, files: list[Path]) -> dict[str, float]:
-    """Mean PSNR (dB) and SSIM of `model` (float32) and of the same model running `int8_file`, over
-    `files`. The float part stays float32 in both: the check is the same on any CPU."""
-    fast = Reconstructor(model.config, model.encoder, model.decoder, "int8", Int8Encoder(int8_file))
-    scores = {}
-    for image in prepared(model, files, "holdout check"):
-        for name, candidate in (("float32", model), ("int8", fast)):
-            output = candidate.reconstruct_batch(image)[0][0]
-            scores.setdefault(f"{name}_psnr", []).append(psnr(image[0], output))
-            scores.setdefault(f"{name}_ssim", []).append(ssim(image[0], output))
-    return {key: float(np.mean(values)) for key, values in scores.items()}
+def holdout_scores(model: Reconstructor, images: list[np.ndarray], desc: str) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of `model`'s reconstructions of `images` ((1, S, S, 3) batches)."""
+    outputs = [model.reconstruct_batch(image)[0][0] for image in tqdm(images, desc=desc, unit="image", leave=False)]
+    return {"psnr": float(np.mean([psnr(x[0], y) for x, y in zip(images, outputs)])),
+            "ssim": float(np.mean([ssim(x[0], y) for x, y in zip(images, outputs)]))}
+
+
+def with_int8_file(model: Reconstructor, int8_file: bytes) -> Reconstructor:
+    """`model` running `int8_file`, its floating-point part float32 like `model`'s: the held-out
+    check is then the same on any CPU."""
+    return Reconstructor(model.config, model.encoder, model.decoder, "int8", Int8Encoder(int8_file))
 
 
 def main(argv=None) -> Path:
@@ -99,15 +99,21 @@ def main(argv=None) -> Path:
     calibration = prepared(model, calibration_sample(find_images(args.data), args.images, args.seed), "calibration photos")
     if not calibration:
         raise SystemExit(f"no readable photos to calibrate on in {args.data}")
+    held_out = prepared(model, holdout, "held-out photos")
+    reference = holdout_scores(model, held_out, "float32 check")
     problems = []
     for scope in ("trunk", "encoder") if args.scope == "auto" else (args.scope,):
         what = f"the {model.config.layer} encoder" + (" with the decoder's residual trunk" if scope == "trunk" else "")
         print(f"quantizing {what} on {len(calibration)} photos from {args.data} (~1 s each)")
-        int8_file = quantize_encoder(model.encoder, calibration, decoder=model.decoder if scope == "trunk" else None)
-        problem = check(holdout_check(model, int8_file, holdout), args)
+        try:
+            int8_file = quantize_encoder(model.encoder, calibration, decoder=model.decoder if scope == "trunk" else None)
+            problem = check(reference, holdout_scores(with_int8_file(model, int8_file), held_out, "int8 check"), args)
+        except Exception as e:  # noqa: BLE001 (the converter raises its own types); the next scope may pass
+            problem = f"{type(e).__name__}: {e}"
         if problem is None:
             break
         problems.append(f"{what}: {problem}")
+        print(f"not kept: {problem}")
     else:
         raise SystemExit(f"not written: {'; '.join(problems)}; this model stays in floating point")
     # only a checked file reaches the folder, whole (a reader never sees half of it), with its hash in
@@ -117,17 +123,19 @@ def main(argv=None) -> Path:
     partial.write_bytes(int8_file)
     os.replace(partial, path)
     model.config.int8_encoder_sha256 = hashlib.sha256(int8_file).hexdigest()
+    # a file with the trunk holds a copy of these decoder weights: it is stale once they change
+    model.config.int8_decoder_sha256 = file_sha256(model_dir / DECODER_FILE) if scope == "trunk" else None
     model.config.save(model_dir / CONFIG_FILE)
     print(f"wrote {path} ({len(int8_file) / 1e3:,.0f} kB) and its SHA-256 into {CONFIG_FILE}")
     return path
 
 
-def check(s: dict[str, float], args: argparse.Namespace) -> str | None:
+def check(reference: dict[str, float], scores: dict[str, float], args: argparse.Namespace) -> str | None:
     """Print the held-out change; say how it is beyond the limits, if it is (better or worse: a
     score that moves is no longer the float32 model's)."""
-    psnr_change, ssim_change = s["int8_psnr"] - s["float32_psnr"], s["int8_ssim"] - s["float32_ssim"]
-    print(f"held-out check on {args.holdout}: PSNR {s['float32_psnr']:.3f} -> {s['int8_psnr']:.3f} dB "
-          f"({psnr_change:+.3f}), SSIM {s['float32_ssim']:.4f} -> {s['int8_ssim']:.4f} ({ssim_change:+.4f})")
+    psnr_change, ssim_change = scores["psnr"] - reference["psnr"], scores["ssim"] - reference["ssim"]
+    print(f"held-out check on {args.holdout}: PSNR {reference['psnr']:.3f} -> {scores['psnr']:.3f} dB "
+          f"({psnr_change:+.3f}), SSIM {reference['ssim']:.4f} -> {scores['ssim']:.4f} ({ssim_change:+.4f})")
     beyond = []
     if abs(psnr_change) > args.max_psnr_change:
         beyond.append(f"PSNR by {psnr_change:+.3f} dB (--max-psnr-change {args.max_psnr_change})")
