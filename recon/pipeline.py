@@ -35,6 +35,20 @@ MODEL_FILES = (CONFIG_FILE, ENCODER_FILE, DECODER_FILE)
 PACKAGED_ENCODERS = ("imagenet-torchvision",)
 
 
+def quantize_command(folder: str | Path) -> str:
+    """The command that makes (or remakes) a folder's int8 file."""
+    return f"python -m training.quantize {folder} --data TRAINING_PHOTOS --holdout HELD_OUT_PHOTOS"
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """SHA-256 of a model's weights as float32 values (not of a file, whose bytes the same weights
+    need not reproduce)."""
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights, np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -94,6 +108,8 @@ class Reconstructor:
         # where the file holds the residual trunk too (recon.int8)
         self._float_part = (decoder_tail(self.decoder, config) if self.int8_encoder is not None
                             and self.int8_encoder.has_trunk else self.decoder)
+        # the decoder weights an int8 file with the trunk was checked against (save_pretrained)
+        self._int8_decoder = weights_fingerprint(self.decoder) if self.int8_file is not None else None
 
     # -- folders ---------------------------------------------------------------------------
     @classmethod
@@ -150,6 +166,7 @@ class Reconstructor:
         model = cls(config, encoder, decoder, precision, int8_encoder)
         if int8_encoder is None and cls._int8_file_matches(folder, config):
             model.int8_file = (folder / INT8_ENCODER_FILE).read_bytes()  # kept for save_pretrained
+            model._int8_decoder = weights_fingerprint(decoder)
         return model
 
     @staticmethod
@@ -165,10 +182,10 @@ class Reconstructor:
         path = folder / INT8_ENCODER_FILE
         if not path.is_file():
             raise ModelFolderError(f"{folder} has no {INT8_ENCODER_FILE} for precision int8: make one with "
-                                   f"python -m training.quantize {folder} --data TRAINING_PHOTOS --holdout HELD_OUT_PHOTOS")
+                                   f"{quantize_command(folder)}")
         if config.int8_encoder_sha256 != file_sha256(path):
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} is not the one training.quantize checked for this "
-                                   f"config (its SHA-256 is not the config's int8_encoder_sha256); quantize again")
+                                   f"config (its SHA-256 is not the config's int8_encoder_sha256); quantize again: {quantize_command(folder)}")
         try:
             int8_encoder = Int8Encoder.load(path)
         except ImportError as e:
@@ -180,7 +197,7 @@ class Reconstructor:
                                    f"the config's {config.layer} has {config.channels}")
         if int8_encoder.has_trunk and config.int8_decoder_sha256 != file_sha256(folder / DECODER_FILE):
             raise ModelFolderError(f"{folder}: {DECODER_FILE} is not the decoder whose residual blocks {INT8_ENCODER_FILE} "
-                                   f"holds (trained on since, or another one); quantize again")
+                                   f"holds (trained on since, or another one); quantize again: {quantize_command(folder)}")
         if int8_encoder.has_trunk and int8_encoder.trunk_channels != config.decoder_width:
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE}'s decoder trunk gives {int8_encoder.trunk_channels} "
                                    f"channels, the config's decoder_width is {config.decoder_width}")
@@ -203,7 +220,13 @@ class Reconstructor:
         return path
 
     def save_pretrained(self, folder: str | Path, encoder_dtype: str = "float32") -> Path:
-        """Write config.json, decoder and (unless a package ships them) encoder weights into `folder`."""
+        """Write config.json, decoder (float32) and (unless a package ships them) encoder weights
+        into `folder`, and the int8 file where it still fits the decoder.
+
+        Warns: a decoder loaded in bfloat16 or float16 (its weights were rounded at load: load with
+        precision="float32" for an exact copy); an int8 file holding the decoder's residual trunk
+        whose decoder has changed since (not saved: run training.quantize on the new folder).
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.config.encoder_weights in PACKAGED_ENCODERS:
@@ -211,17 +234,34 @@ class Reconstructor:
             (folder / ENCODER_FILE).unlink(missing_ok=True)
         else:
             save_encoder_weights(self.encoder, folder / ENCODER_FILE, dtype=encoder_dtype)
-        self.decoder.save_weights(folder / DECODER_FILE)
-        if self.int8_file is not None:  # checked when it was made or loaded, for this decoder
-            (folder / INT8_ENCODER_FILE).write_bytes(self.int8_file)
-            self.config.int8_encoder_sha256 = hashlib.sha256(self.int8_file).hexdigest()
-            self.config.int8_decoder_sha256 = (file_sha256(folder / DECODER_FILE) if holds_trunk(self.int8_file)
-                                               else None)
+        self._save_decoder(folder / DECODER_FILE)
+        int8_file = self.int8_file
+        if (int8_file is not None and self._int8_decoder not in (None, weights_fingerprint(self.decoder))
+                and holds_trunk(int8_file)):
+            warnings.warn(f"{INT8_ENCODER_FILE} not saved: the decoder has changed since the file copied its "
+                          f"residual blocks; python -m training.quantize {folder} makes a new one", stacklevel=2)
+            int8_file = None
+        if int8_file is not None:  # checked when it was made or loaded, for this decoder
+            (folder / INT8_ENCODER_FILE).write_bytes(int8_file)
+            self.config.int8_encoder_sha256 = hashlib.sha256(int8_file).hexdigest()
+            self.config.int8_decoder_sha256 = file_sha256(folder / DECODER_FILE) if holds_trunk(int8_file) else None
         else:  # another model's int8 encoder must not stay beside this one's weights
             (folder / INT8_ENCODER_FILE).unlink(missing_ok=True)
             self.config.int8_encoder_sha256 = self.config.int8_decoder_sha256 = None
         self.config.save(folder / CONFIG_FILE)
         return folder
+
+    def _save_decoder(self, path: Path) -> None:
+        """A folder always holds float32 weights, whatever precision the model was loaded in."""
+        if all(w.dtype == "float32" for w in self.decoder.weights):
+            self.decoder.save_weights(path)
+            return
+        warnings.warn(f"saving a decoder loaded in {self.layer_precision}: its weights were rounded at load; load "
+                      f'the folder with precision="float32" for an exact copy', stacklevel=3)
+        with dtype_policy("float32"):
+            copy = build_decoder(self.config)
+        copy.set_weights([np.asarray(w, np.float32) for w in self.decoder.get_weights()])
+        copy.save_weights(path)
 
     # -- inference -------------------------------------------------------------------------
     def prepare(self, image: np.ndarray, size="trained") -> np.ndarray:

@@ -217,7 +217,7 @@ def test_the_quantize_command_writes_nothing_that_moves_the_scores(int8_folder, 
     folder = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "model")
     before = (folder / INT8_ENCODER_FILE).read_bytes()
     with pytest.raises(SystemExit, match="not written: .*residual trunk: .*moves the held-out PSNR by .* and SSIM by "
-                                         ".*; the block2_conv2 encoder: .*floating point"):
+                                         ".*; the block2_conv2 encoder: .*keeps its current encoder.int8.tflite"):
         quantize.main([str(folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(photo_dir / "a"),
                        "--max-psnr-change", "0", "--max-ssim-change", "0"])
     assert (folder / INT8_ENCODER_FILE).read_bytes() == before  # a file that passed before stays
@@ -245,7 +245,7 @@ def test_the_quantize_command_checks_the_holdout_folder_before_the_work(int8_fol
     from training import quantize
     monkeypatch.setattr(quantize, "quantize_encoder", lambda *a, **k: pytest.fail("quantized before the check"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no images found"):
+    with pytest.raises(SystemExit, match="--holdout: no images found"):
         quantize.main([str(int8_folder), "--data", str(photo_dir), "--images", "2", "--holdout", str(tmp_path / "empty")])
 
 
@@ -295,3 +295,26 @@ def test_a_trunk_file_is_stale_once_the_decoder_changes(trunk_folder, tmp_path):
         fallback = Reconstructor.from_pretrained(copy, precision="auto")
     assert fallback.int8_encoder is None and fallback.int8_file is None  # and not carried on by save_pretrained
     assert not (fallback.save_pretrained(tmp_path / "resaved") / INT8_ENCODER_FILE).exists()
+
+
+def test_save_pretrained_drops_a_trunk_file_once_the_decoder_changes_in_memory(trunk_folder, tmp_path):
+    for precision in ("float32", "int8"):
+        model = Reconstructor.from_pretrained(trunk_folder, precision=precision)
+        model.decoder.set_weights([w * 1.01 for w in model.decoder.get_weights()])  # fine-tuned, say
+        with pytest.warns(UserWarning, match="not saved: the decoder has changed .* python -m training.quantize"):
+            saved = model.save_pretrained(tmp_path / precision)
+        assert not (saved / INT8_ENCODER_FILE).exists()
+        assert Reconstructor.from_pretrained(saved, precision="auto").int8_encoder is None
+
+
+def test_a_model_loaded_in_bfloat16_saves_float32_weights(trunk_folder, tmp_path):
+    import h5py
+    from recon.pipeline import DECODER_FILE
+    model = Reconstructor.from_pretrained(trunk_folder, precision="bfloat16")
+    with pytest.warns(UserWarning, match='loaded in bfloat16: .*precision="float32" for an exact copy'):
+        saved = model.save_pretrained(tmp_path / "copy")
+    with h5py.File(saved / DECODER_FILE) as f:
+        dtypes = set()
+        f.visititems(lambda name, obj: dtypes.add(str(obj.dtype)) if isinstance(obj, h5py.Dataset) else None)
+    assert dtypes == {"float32"}
+    assert Reconstructor.from_pretrained(saved, precision="int8").int8_encoder.has_trunk  # still its file

@@ -35,8 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-psnr-change", type=float, default=0.05, help="dB, mean over --holdout")
     p.add_argument("--max-ssim-change", type=float, default=0.002, help="mean over --holdout")
     p.add_argument("--scope", choices=("auto", "trunk", "encoder"), default="auto",
-                   help="what runs in int8: the encoder and the decoder's residual trunk, the encoder alone, "
-                        "or the first of these two that passes the held-out check")
+                   help="what runs in int8. trunk: the encoder and the decoder's residual trunk; encoder: the "
+                        "encoder alone; auto: trunk if it passes the held-out check, else encoder")
     args = p.parse_args(argv)
     require_folders(p, {"model": args.model, "--data": args.data, "--holdout": args.holdout})
     if args.images < 1:
@@ -69,6 +69,14 @@ def prepared(model: Reconstructor, files: list[Path], desc: str) -> list[np.ndar
     return images
 
 
+def images_in(folder: str, argument: str) -> list[Path]:
+    """The images under `folder`; exit naming the argument if there are none."""
+    try:
+        return find_images(folder)
+    except SystemExit as e:
+        raise SystemExit(f"{argument}: {e}") from None
+
+
 def calibration_sample(files: list[Path], count: int, seed: int = 0) -> list[Path]:
     """`count` of `files`, a seeded sample in folder order (benchmarks/int8_scope.py takes the same)."""
     picks = np.random.default_rng(seed).permutation(len(files))[:count]
@@ -95,8 +103,9 @@ def main(argv=None) -> Path:
         model = Reconstructor.from_pretrained(model_dir, precision="float32")
     except ModelFolderError as e:
         raise SystemExit(str(e)) from None
-    holdout = find_images(args.holdout)  # an empty folder says so before the work
-    calibration = prepared(model, calibration_sample(find_images(args.data), args.images, args.seed), "calibration photos")
+    holdout = images_in(args.holdout, "--holdout")  # an empty folder says so before the work
+    calibration = prepared(model, calibration_sample(images_in(args.data, "--data"), args.images, args.seed),
+                           "calibration photos")
     if not calibration:
         raise SystemExit(f"no readable photos to calibrate on in {args.data}")
     held_out = prepared(model, holdout, "held-out photos")
@@ -115,7 +124,9 @@ def main(argv=None) -> Path:
         problems.append(f"{what}: {problem}")
         print(f"not kept: {problem}")
     else:
-        raise SystemExit(f"not written: {'; '.join(problems)}; this model stays in floating point")
+        kept = (f"{model_dir} keeps its current {INT8_ENCODER_FILE}" if model.int8_file is not None
+                else "this model stays in floating point")
+        raise SystemExit(f"not written: {'; '.join(problems)}; {kept}")
     # only a checked file reaches the folder, whole (a reader never sees half of it), with its hash in
     # the config, so that a stale or foreign encoder.int8.tflite is never run for this model
     path = model_dir / INT8_ENCODER_FILE
@@ -136,11 +147,11 @@ def check(reference: dict[str, float], scores: dict[str, float], args: argparse.
     psnr_change, ssim_change = scores["psnr"] - reference["psnr"], scores["ssim"] - reference["ssim"]
     print(f"held-out check on {args.holdout}: PSNR {reference['psnr']:.3f} -> {scores['psnr']:.3f} dB "
           f"({psnr_change:+.3f}), SSIM {reference['ssim']:.4f} -> {scores['ssim']:.4f} ({ssim_change:+.4f})")
-    beyond = []
+    beyond = []  # one digit more than the line above: a change just past a limit shows as past it
     if abs(psnr_change) > args.max_psnr_change:
-        beyond.append(f"PSNR by {psnr_change:+.3f} dB (--max-psnr-change {args.max_psnr_change})")
+        beyond.append(f"PSNR by {psnr_change:+.4f} dB (--max-psnr-change {args.max_psnr_change})")
     if abs(ssim_change) > args.max_ssim_change:
-        beyond.append(f"SSIM by {ssim_change:+.4f} (--max-ssim-change {args.max_ssim_change})")
+        beyond.append(f"SSIM by {ssim_change:+.5f} (--max-ssim-change {args.max_ssim_change})")
     return f"int8 moves the held-out {' and '.join(beyond)}" if beyond else None
 
 
