@@ -175,7 +175,8 @@ class Reconstructor:
         decoder (a file with the trunk records the decoder's hash as well)."""
         path = folder / INT8_ENCODER_FILE
         return (path.is_file() and config.int8_encoder_sha256 == file_sha256(path)
-                and config.int8_decoder_sha256 in (None, file_sha256(folder / DECODER_FILE)))
+                and (config.int8_decoder_sha256 is None
+                     or config.int8_decoder_sha256 == file_sha256(folder / DECODER_FILE)))
 
     @staticmethod
     def _int8_encoder(folder: Path, config: ReconConfig) -> Int8Encoder:
@@ -236,15 +237,15 @@ class Reconstructor:
             save_encoder_weights(self.encoder, folder / ENCODER_FILE, dtype=encoder_dtype)
         self._save_decoder(folder / DECODER_FILE)
         int8_file = self.int8_file
-        if (int8_file is not None and self._int8_decoder not in (None, weights_fingerprint(self.decoder))
-                and holds_trunk(int8_file)):
+        trunk = int8_file is not None and holds_trunk(int8_file)
+        if trunk and self._int8_decoder not in (None, weights_fingerprint(self.decoder)):
             warnings.warn(f"{INT8_ENCODER_FILE} not saved: the decoder has changed since the file copied its "
                           f"residual blocks; python -m training.quantize {folder} makes a new one", stacklevel=2)
             int8_file = None
         if int8_file is not None:  # checked when it was made or loaded, for this decoder
             (folder / INT8_ENCODER_FILE).write_bytes(int8_file)
             self.config.int8_encoder_sha256 = hashlib.sha256(int8_file).hexdigest()
-            self.config.int8_decoder_sha256 = file_sha256(folder / DECODER_FILE) if holds_trunk(int8_file) else None
+            self.config.int8_decoder_sha256 = file_sha256(folder / DECODER_FILE) if trunk else None
         else:  # another model's int8 encoder must not stay beside this one's weights
             (folder / INT8_ENCODER_FILE).unlink(missing_ok=True)
             self.config.int8_encoder_sha256 = self.config.int8_decoder_sha256 = None

@@ -77,6 +77,19 @@ def wait_for_text(page, selector: str, pattern: str, timeout: float = 60.0) -> s
     raise AssertionError(f"{selector} never showed {pattern!r}; last text: {text!r}")
 
 
+def until_summary_shows(page, act, attempts: int = 3) -> str:
+    """Run `act(attempt)`, which returns the pattern it expects in #feature-summary, until that shows
+    (each attempt once the grid is idle); the summary's text."""
+    for attempt in range(attempts):
+        idle(page, "#feature-grid")
+        pattern = act(attempt)
+        try:
+            return wait_for_text(page, "#feature-summary", pattern, timeout=20)
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+
+
 def wait_for_images(page, selector: str, count: int) -> None:
     """Until the first `count` images under `selector` have loaded (Gradio galleries load lazily)."""
     page.wait_for_function(
@@ -168,42 +181,30 @@ def test_feature_viewer_and_ablation(page, shots):
     wait_for_images(page, "#feature-grid img", 8)
     wait_for_images(page, "#channel-large img", 1)
     page.screenshot(path=shots / "features.png")
-    for attempt in range(3):  # a refresh still under way (the model switches above) may overwrite a click
-        idle(page, "#feature-grid")
+    # each step retried: a refresh still under way (the model switches above) may overwrite it
+    def click_third_tile(attempt):
         page.locator("#feature-grid .thumbnail-item").nth(2).click()
-        try:
-            clicked = wait_for_text(page, "#feature-summary", r"rank 3 of 256", timeout=20)
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
+        return r"rank 3 of 256"
+    clicked = until_summary_shows(page, click_third_tile)
     assert selected_tiles(page) == [[2, re.search(r"Channel (\d+):", clicked).group(1)]]
     channel = page.locator("#channel input[type=number]")
-    for attempt in range(3):  # as above: a refresh still under way may overwrite what was typed
-        idle(page, "#feature-grid")
+
+    def type_200(attempt):
         if attempt:  # the box may already read 200: move it off, so that typing 200 is a change again
             channel.fill("0")
             channel.press("Enter")
             idle(page, "#feature-grid")
         channel.fill("200")
         channel.press("Enter")  # typed and entered: the picture follows, the clicked tile lets go
-        try:
-            wait_for_text(page, "#feature-summary", r"Channel 200:", timeout=20)
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
+        return r"Channel 200:"
+    until_summary_shows(page, type_200)
     assert selected_tiles(page) == []  # channel 200 is not among the 16 strongest here
-    for attempt in range(3):  # the arrow keys too, one channel on from whatever a late refresh left
-        idle(page, "#feature-grid")
+
+    def arrow_right(attempt):  # the arrow keys too, one channel on from whatever a late refresh left
         shown = int(channel.input_value())
         page.locator("#channel input[type=range]").press("ArrowRight")
-        try:
-            wait_for_text(page, "#feature-summary", rf"Channel {shown + 1}:", timeout=20)
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
+        return rf"Channel {shown + 1}:"
+    until_summary_shows(page, arrow_right)
     page.click("#model-picker input")  # another model: the view follows, not the old layer's tiles
     page.get_by_role("option", name="vgg16-block1_conv2").click()
     wait_for_text(page, "#feature-summary", r"block1_conv2 features: 224 × 224 × 64")
