@@ -670,8 +670,10 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
         def on_select_model(name):
             rec = store.get(name)
             c = rec.config.channels
+            # the Features channel keeps its value: the Features refresh this switch also starts sets
+            # it to the new layer's strongest channel, and a visitor's pick after the switch wins
             return (random_weights_banner(rec), model_info(rec, name, store.folders.get(name)),
-                    gr.Slider(maximum=c - 1, value=0), gr.Slider(maximum=c, value=min(8, c)),
+                    gr.Slider(maximum=c - 1), gr.Slider(maximum=c, value=min(8, c)),
                     gr.Slider(maximum=c - 1, value=0))
 
         picker.change(on_select_model, [picker], [banner, info, *channel_sliders, *ablation_sliders],
@@ -770,30 +772,34 @@ def features_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
             return [], None, NO_UPLOAD, 0
         return feature_view(store.get(name), path, res, n)
 
-    @page_errors(outputs=3, status=1)
+    # The tab's events share one queue slot, so they run in the order they were triggered: a refresh
+    # (a model switch, a tab visit) that is still under way when the visitor picks a channel finishes
+    # first, and the pick, which sets the slider and the tiles too, has the last word.
+    @page_errors(outputs=4, status=1)
     def on_channel(path, res, n, ch, name):  # the tile highlight follows the channel, or goes
         if not path:
-            return None, NO_UPLOAD, gr.skip()
+            return None, NO_UPLOAD, gr.skip(), gr.skip()
         tiles, image, text, ch = feature_view(store.get(name), path, res, n, ch)
-        return image, text, gr.Gallery(selected_index=tile_index(tiles, ch))
+        return image, text, gr.Gallery(tiles, selected_index=tile_index(tiles, ch)), ch
 
-    @page_errors(outputs=3, status=2)
+    @page_errors(outputs=4, status=2)
     def on_pick_tile(path, res, n, name, evt: gr.SelectData):
         caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
         match = re.match(r"ch (\d+)", caption or "")
         ch = int(match.group(1)) if match else 0
-        _, image, text, _ = feature_view(store.get(name), path, res, n, ch)
-        return ch, image, text
+        tiles, image, text, ch = feature_view(store.get(name), path, res, n, ch)
+        return ch, image, text, gr.Gallery(tiles, selected_index=tile_index(tiles, ch))
 
     # .input: any change by the visitor (drag, arrow keys, a typed number), never the handlers' own updates;
     # a model switch re-runs the view (the tiles of another layer's channels would mislead)
+    in_turn = {"concurrency_id": "features", "concurrency_limit": 1}
     showing = gr.on([button.click, tab.select, top_n.input, picker.change], on_features,
                     [upload, resolution, top_n, picker], [gallery, large, summary, channel], api_name="features",
-                    **ALWAYS_LAST)
-    picking = channel.input(on_channel, [upload, resolution, top_n, channel, picker], [large, summary, gallery],
-                            api_name="show_channel", show_progress="minimal", **ALWAYS_LAST)
-    clicking = gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, large, summary],
-                              api_name="pick_channel")
+                    **in_turn, **ALWAYS_LAST)
+    picking = channel.input(on_channel, [upload, resolution, top_n, channel, picker], [large, summary, gallery, channel],
+                            api_name="show_channel", show_progress="minimal", **in_turn, **ALWAYS_LAST)
+    clicking = gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, large, summary, gallery],
+                              api_name="pick_channel", **in_turn)
     for event in (showing, picking, clicking):
         toast_failures(event, summary)
     return [channel]

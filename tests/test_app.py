@@ -309,8 +309,8 @@ def test_client_features_ablation_and_model_switch(client, images):
     good = handle_file(str(images / "good.png"))
     tiles, large, summary, strongest = client.predict(good, "trained", 6, api_name="/features")
     assert len(tiles) == 6 and "sparsity" in summary and f"Channel {strongest}:" in summary
-    large, summary, _ = client.predict(good, "trained", 6, 2, api_name="/show_channel")
-    assert "Channel 2:" in summary
+    large, summary, tiles, shown = client.predict(good, "trained", 6, 2, api_name="/show_channel")
+    assert "Channel 2:" in summary and shown == 2 and len(tiles["value"]) == 6  # slider and tiles too: the pick wins
     *_, metrics, status = client.predict(good, "trained", "quantize", 8, 0, 1, api_name="/ablate")
     assert metrics["ablation"].startswith("quantized to 1 bit") and status.startswith("good.png, tiny-block2_conv2: quantized")
     banner, info, *_ = client.predict("tiny-block1_conv2", api_name="/select_model")

@@ -206,3 +206,31 @@ def test_speed_benchmark_times_each_precision_in_turns(tiny_config):
     assert list(speeds["float32"]) == ["reconstruct(), batch 1", "reconstruct_batch(), batch 8", "encoder only, batch 1",
                                        "encoder only, batch 8", "webcam path (frames/s)"]
     assert all(v > 0 for rows in speeds.values() for v in rows.values())
+
+
+def test_warm_start_curve_counts_only_the_crops_behind_each_kept_checkpoint(photo_dir, tmp_path, tiny_config):
+    from recon import Reconstructor
+    curve = load_benchmark("warm_start_curve")
+    folders = []
+    for i, (best_epoch, steps) in enumerate([(2, [5, 10, 15]), (1, [4, 8])]):  # kept: 10 steps, then 4
+        folder = tmp_path / f"run{i}"
+        Reconstructor(tiny_config).save_pretrained(folder)
+        history = [{"epoch": e + 1, "step": s, "loss": 0.1, "val_loss": 0.1, "val_ssim": 0.5,
+                    "val_psnr": 20.0 + (e + 1 == best_epoch)} for e, s in enumerate(steps)]
+        (folder / "history.json").write_text(json.dumps(history))
+        (folder / "run_config.json").write_text(json.dumps({"batch_size": 2}))
+        folders.append(str(folder))
+    result = curve.main([*folders, "--holdout", str(photo_dir), "--out", str(tmp_path / "out")])
+    assert [p["crops"] for p in result["points"]] == [20, 28]  # 10 x 2, then 4 x 2 more: not the runs' ends
+    assert [p["kept_epoch"] for p in result["points"]] == [2, 1]
+    assert all(0 < p["ssim"] <= 1 and p["psnr"] > 0 for p in result["points"])
+    assert (tmp_path / "out" / "warm_start_curve.png").is_file()
+    assert sorted(f.name for f in (tmp_path / "out" / "eval").iterdir()) == ["1-run0.json", "2-run1.json"]
+
+
+def test_warm_start_curve_fit_finds_where_a_log_linear_trend_crosses_a_target():
+    curve = load_benchmark("warm_start_curve")
+    fit = curve.log2_fit([1000, 2000, 4000], [0.70, 0.71, 0.72])
+    assert math.isclose(fit[0], 0.01, abs_tol=1e-9)
+    assert math.isclose(curve.crossing(fit, 0.75), 32000, rel_tol=1e-6)
+    assert curve.crossing((0.0, 0.7), 0.8) is None  # a flat line never gets there

@@ -207,7 +207,16 @@ def test_feature_viewer_and_ablation(page, shots):
     until_summary_shows(page, arrow_right)
     page.click("#model-picker input")  # another model: the view follows, not the old layer's tiles
     page.get_by_role("option", name="vgg16-block1_conv2").click()
-    wait_for_text(page, "#feature-summary", r"block1_conv2 features: 224 × 224 × 64")
+    page.wait_for_function(  # the switch's refresh is queued or running ...
+        "sel => document.querySelector(sel + ' [data-testid=status-tracker]:not(.hide)')",
+        arg="#feature-grid", timeout=30_000)
+    channel.fill("5")  # ... when the visitor picks a channel: the pick must win
+    channel.press("Enter")
+    wait_for_text(page, "#feature-summary", r"block1_conv2 features: 224 × 224 × 64(.|\n)*Channel 5:")
+    idle(page, "#feature-grid")
+    time.sleep(3)  # long enough for a late refresh to land, which would show the strongest channel
+    assert re.search(r"block1_conv2(.|\n)*Channel 5:", page.inner_text("#feature-summary"))
+    assert channel.input_value() == "5"
     page.click("#model-picker input")
     page.get_by_role("option", name="vgg16-block3_conv3").click()
     wait_for_text(page, "#feature-summary", r"block3_conv3 features")
