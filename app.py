@@ -747,6 +747,28 @@ def webcam_tab(store: ModelStore, picker, stream_every: float, time_limit: int) 
                   stream_every=stream_every, time_limit=time_limit, concurrency_limit=2, show_progress="hidden")
 
 
+# The Features tab's channel, kept straight in the browser. A refresh (model switch, tab visit, N)
+# keeps the visitor's last pick when it was made for this model and image (a pick right after a
+# switch can reach the server before the switch's refresh does), else shows the strongest channel.
+# A pick writes its channel back to the slider only if a refresh was pending when it was made (that
+# refresh runs first and sets the slider); otherwise the visitor may already have moved it on.
+_IMAGE_KEY = "(up) => up ? (up.path || up.url || null) : null"
+FEATURE_PICK_JS = f"""(up, res, n, ch, model, pending) => {{
+    window.reconFeaturePick = {{model: model, image: ({_IMAGE_KEY})(up)}};
+    return [up, res, n, ch, model, !!window.reconFeatureRefreshPending];
+}}"""
+FEATURE_TILE_JS = f"""(up, res, n, model) => {{
+    window.reconFeaturePick = {{model: model, image: ({_IMAGE_KEY})(up)}};
+    return [up, res, n, model];
+}}"""
+FEATURE_REFRESH_JS = f"""(up, res, n, model, ch, keep) => {{
+    const pick = window.reconFeaturePick;
+    window.reconFeatureRefreshPending = true;
+    return [up, res, n, model, ch, !!pick && pick.model === model && pick.image === ({_IMAGE_KEY})(up)];
+}}"""
+FEATURE_REFRESH_DONE_JS = "() => { window.reconFeatureRefreshPending = false; }"
+
+
 def features_tab(store: ModelStore, current: Reconstructor | None, picker, upload, resolution):
     """Features: the strongest channels as tiles, one large; returns the channel slider (the model
     picker resets its range)."""
@@ -765,22 +787,26 @@ def features_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
             gallery = gr.Gallery(label="Strongest channels", columns=4, height=520, elem_id="feature-grid",
                                  format="png", allow_preview=False)
             large = gr.Image(label="Channel", format="png", elem_id="channel-large", height=520)
+        keep_pick = gr.Checkbox(False, visible=False)  # set in the browser (FEATURE_REFRESH_JS)
+        refresh_pending = gr.Checkbox(False, visible=False)  # set in the browser (FEATURE_PICK_JS)
 
     @page_errors(outputs=4, status=2)
-    def on_features(path, res, n, name):  # the strongest channel large, and the picker set to it
+    def on_features(path, res, n, name, ch, keep):  # the visitor's channel, or the strongest
         if not path:
             return [], None, NO_UPLOAD, 0
-        return feature_view(store.get(name), path, res, n)
+        model = store.get(name)
+        keep = keep and ch is not None and 0 <= int(ch) < model.config.channels
+        tiles, image, text, ch = feature_view(model, path, res, n, int(ch) if keep else None)
+        return (gr.Gallery(tiles, selected_index=tile_index(tiles, ch)), image, text,
+                gr.Slider(value=ch, maximum=model.config.channels - 1))
 
-    # The tab's events share one queue slot, so they run in the order they were triggered: a refresh
-    # (a model switch, a tab visit) that is still under way when the visitor picks a channel finishes
-    # first, and the pick, which sets the slider and the tiles too, has the last word.
     @page_errors(outputs=4, status=1)
-    def on_channel(path, res, n, ch, name):  # the tile highlight follows the channel, or goes
+    def on_channel(path, res, n, ch, name, pending):  # the tile highlight follows the channel, or goes
         if not path:
             return None, NO_UPLOAD, gr.skip(), gr.skip()
         tiles, image, text, ch = feature_view(store.get(name), path, res, n, ch)
-        return image, text, gr.Gallery(tiles, selected_index=tile_index(tiles, ch)), ch
+        # the slider is the visitor's own, unless a refresh started before this pick set it back
+        return image, text, gr.Gallery(tiles, selected_index=tile_index(tiles, ch)), ch if pending else gr.skip()
 
     @page_errors(outputs=4, status=2)
     def on_pick_tile(path, res, n, name, evt: gr.SelectData):
@@ -791,15 +817,18 @@ def features_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
         return ch, image, text, gr.Gallery(tiles, selected_index=tile_index(tiles, ch))
 
     # .input: any change by the visitor (drag, arrow keys, a typed number), never the handlers' own updates;
-    # a model switch re-runs the view (the tiles of another layer's channels would mislead)
+    # a model switch re-runs the view (the tiles of another layer's channels would mislead). The tab's
+    # events share one queue slot, so they run in the order they were triggered.
     in_turn = {"concurrency_id": "features", "concurrency_limit": 1}
     showing = gr.on([button.click, tab.select, top_n.input, picker.change], on_features,
-                    [upload, resolution, top_n, picker], [gallery, large, summary, channel], api_name="features",
-                    **in_turn, **ALWAYS_LAST)
-    picking = channel.input(on_channel, [upload, resolution, top_n, channel, picker], [large, summary, gallery, channel],
-                            api_name="show_channel", show_progress="minimal", **in_turn, **ALWAYS_LAST)
+                    [upload, resolution, top_n, picker, channel, keep_pick], [gallery, large, summary, channel],
+                    api_name="features", js=FEATURE_REFRESH_JS, **in_turn, **ALWAYS_LAST)
+    showing.then(None, js=FEATURE_REFRESH_DONE_JS, api_visibility="private", show_progress="hidden")
+    picking = channel.input(on_channel, [upload, resolution, top_n, channel, picker, refresh_pending],
+                            [large, summary, gallery, channel], api_name="show_channel", js=FEATURE_PICK_JS,
+                            show_progress="minimal", **in_turn, **ALWAYS_LAST)
     clicking = gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, large, summary, gallery],
-                              api_name="pick_channel", **in_turn)
+                              api_name="pick_channel", js=FEATURE_TILE_JS, **in_turn)
     for event in (showing, picking, clicking):
         toast_failures(event, summary)
     return [channel]

@@ -307,10 +307,17 @@ def test_client_reconstruct_then_corrupt_then_good(client, images):
 def test_client_features_ablation_and_model_switch(client, images):
     from gradio_client import handle_file
     good = handle_file(str(images / "good.png"))
-    tiles, large, summary, strongest = client.predict(good, "trained", 6, api_name="/features")
-    assert len(tiles) == 6 and "sparsity" in summary and f"Channel {strongest}:" in summary
-    large, summary, tiles, shown = client.predict(good, "trained", 6, 2, api_name="/show_channel")
-    assert "Channel 2:" in summary and shown == 2 and len(tiles["value"]) == 6  # slider and tiles too: the pick wins
+    tiles, large, summary, strongest = client.predict(good, "trained", 6, "tiny-block2_conv2", 2, False,
+                                                      api_name="/features")
+    strongest = strongest["value"]
+    assert len(tiles["value"]) == 6 and "sparsity" in summary and f"Channel {strongest}:" in summary
+    *_, kept = client.predict(good, "trained", 6, "tiny-block2_conv2", 2, True, api_name="/features")
+    assert kept["value"] == 2  # the visitor's pick for this model and image, kept by a refresh
+    large, summary, tiles, shown = client.predict(good, "trained", 6, 2, "tiny-block2_conv2", False,
+                                                  api_name="/show_channel")
+    assert "Channel 2:" in summary and len(tiles["value"]) == 6 and shown == {"__type__": "update"}  # left alone
+    *_, shown = client.predict(good, "trained", 6, 2, "tiny-block2_conv2", True, api_name="/show_channel")
+    assert shown == 2  # unless a refresh was pending when the pick was made
     *_, metrics, status = client.predict(good, "trained", "quantize", 8, 0, 1, api_name="/ablate")
     assert metrics["ablation"].startswith("quantized to 1 bit") and status.startswith("good.png, tiny-block2_conv2: quantized")
     banner, info, *_ = client.predict("tiny-block1_conv2", api_name="/select_model")

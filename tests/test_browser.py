@@ -183,7 +183,7 @@ def test_feature_viewer_and_ablation(page, shots):
     page.screenshot(path=shots / "features.png")
     # each step retried: a refresh still under way (the model switches above) may overwrite it
     def click_third_tile(attempt):
-        page.locator("#feature-grid .thumbnail-item").nth(2).click()
+        page.locator("#feature-grid .thumbnail-item").nth(2).click(timeout=180_000)  # past a refresh still queued
         return r"rank 3 of 256"
     clicked = until_summary_shows(page, click_third_tile)
     assert selected_tiles(page) == [[2, re.search(r"Channel (\d+):", clicked).group(1)]]
@@ -219,7 +219,18 @@ def test_feature_viewer_and_ablation(page, shots):
     assert channel.input_value() == "5"
     page.click("#model-picker input")
     page.get_by_role("option", name="vgg16-block3_conv3").click()
-    wait_for_text(page, "#feature-summary", r"block3_conv3 features")
+    channel.fill("7")  # picked at once, before the switch's refresh has even been sent: it must win too
+    channel.press("Enter")
+    wait_for_text(page, "#feature-summary", r"block3_conv3 features(.|\n)*Channel 7:")
+    idle(page, "#feature-grid")
+    time.sleep(3)
+    assert re.search(r"block3_conv3(.|\n)*Channel 7:", page.inner_text("#feature-summary"))
+    assert channel.input_value() == "7"
+    page.locator("#channel input[type=range]").press("ArrowRight")  # quick steps: each one counts
+    page.locator("#channel input[type=range]").press("ArrowRight")
+    wait_for_text(page, "#feature-summary", r"Channel 9:")
+    idle(page, "#feature-grid")
+    assert channel.input_value() == "9"
 
     page.get_by_role("tab", name="Ablation").click()
     page.click("#ablate-button")
