@@ -1,10 +1,12 @@
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from recon import ReconConfig
 from training.data import CachedCrops
@@ -208,24 +210,55 @@ def test_speed_benchmark_times_each_precision_in_turns(tiny_config):
     assert all(v > 0 for rows in speeds.values() for v in rows.values())
 
 
-def test_warm_start_curve_counts_only_the_crops_behind_each_kept_checkpoint(photo_dir, tmp_path, tiny_config):
+def warm_start_chain(tmp_path, tiny_config, kept=((2, [5, 10, 15]), (1, [4, 8]), (2, [3, 6]))) -> list[str]:
+    """Model folders of a run from scratch and its warm starts: (kept epoch, steps per epoch) each."""
     from recon import Reconstructor
-    curve = load_benchmark("warm_start_curve")
     folders = []
-    for i, (best_epoch, steps) in enumerate([(2, [5, 10, 15]), (1, [4, 8])]):  # kept: 10 steps, then 4
+    for i, (best_epoch, steps) in enumerate(kept):
         folder = tmp_path / f"run{i}"
         Reconstructor(tiny_config).save_pretrained(folder)
         history = [{"epoch": e + 1, "step": s, "loss": 0.1, "val_loss": 0.1, "val_ssim": 0.5,
                     "val_psnr": 20.0 + (e + 1 == best_epoch)} for e, s in enumerate(steps)]
         (folder / "history.json").write_text(json.dumps(history))
-        (folder / "run_config.json").write_text(json.dumps({"batch_size": 2}))
+        run = {"batch_size": 2, "crop_size": 32, "init_from": folders[-1] if folders else None}
+        (folder / "run_config.json").write_text(json.dumps(run))
         folders.append(str(folder))
+    return folders
+
+
+def test_warm_start_curve_counts_only_the_crops_behind_each_kept_checkpoint(photo_dir, tmp_path, tiny_config):
+    curve = load_benchmark("warm_start_curve")
+    folders = warm_start_chain(tmp_path, tiny_config)
     result = curve.main([*folders, "--holdout", str(photo_dir), "--out", str(tmp_path / "out")])
-    assert [p["crops"] for p in result["points"]] == [20, 28]  # 10 x 2, then 4 x 2 more: not the runs' ends
-    assert [p["kept_epoch"] for p in result["points"]] == [2, 1]
+    assert [p["crops"] for p in result["points"]] == [20, 28, 40]  # 10 x 2, 4 x 2, 6 x 2: not the runs' ends
+    assert [p["kept_epoch"] for p in result["points"]] == [2, 1, 2]
+    assert result["fit_over"] == folders[1:]  # the warm starts, not the run from scratch
     assert all(0 < p["ssim"] <= 1 and p["psnr"] > 0 for p in result["points"])
     assert (tmp_path / "out" / "warm_start_curve.png").is_file()
-    assert sorted(f.name for f in (tmp_path / "out" / "eval").iterdir()) == ["1-run0.json", "2-run1.json"]
+    assert sorted(f.name for f in (tmp_path / "out" / "eval").iterdir()) == ["1-run0.json", "2-run1.json", "3-run2.json"]
+
+
+def test_warm_start_curve_refuses_what_is_not_a_chain_before_loading_tensorflow(photo_dir, tmp_path, tiny_config,
+                                                                               capsys):
+    curve = load_benchmark("warm_start_curve")
+    folders = warm_start_chain(tmp_path, tiny_config)
+    other = tmp_path / "other"
+    shutil.copytree(folders[2], other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(config | {"layer": "block1_conv2"}))
+    cases = [(folders[:2], "at least 3 folders"),
+             ([*folders[:2], str(tmp_path / "nope")], "nope: no such folder"),
+             ([folders[1], folders[1], folders[2]], "should be a run from scratch"),
+             ([*folders[:2], str(other)], "layer 'block1_conv2'"),
+             ([folders[0], folders[0], folders[2]], "a run from scratch, not a warm start")]
+    for given, message in cases:
+        with pytest.raises(SystemExit):
+            curve.main([*given, "--holdout", str(photo_dir), "--out", str(tmp_path / "out")])
+        assert message in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        curve.main([*folders, "--holdout", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    assert "no images in it" in capsys.readouterr().err
 
 
 def test_warm_start_curve_fit_finds_where_a_log_linear_trend_crosses_a_target():
@@ -234,3 +267,13 @@ def test_warm_start_curve_fit_finds_where_a_log_linear_trend_crosses_a_target():
     assert math.isclose(fit[0], 0.01, abs_tol=1e-9)
     assert math.isclose(curve.crossing(fit, 0.75), 32000, rel_tol=1e-6)
     assert curve.crossing((0.0, 0.7), 0.8) is None  # a flat line never gets there
+
+
+def test_warm_start_curve_counts_an_epoch_as_its_crops_not_its_batches(tmp_path):
+    curve = load_benchmark("warm_start_curve")
+    history = [{"epoch": 1, "step": 2, "val_psnr": 20.0}, {"epoch": 2, "step": 4, "val_psnr": 21.0}]
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    (tmp_path / "run_config.json").write_text(json.dumps({"batch_size": 4, "crops_per_image": 2}))
+    assert curve.kept_crops(tmp_path)[0] == 16  # 4 steps x batch 4: no split.json to count from
+    (tmp_path / "split.json").write_text(json.dumps({"train": [{"path": "a"}, {"path": "b"}, {"path": "c"}]}))
+    assert curve.kept_crops(tmp_path)[0] == 12  # 2 epochs x 3 photos x 2 crops (the last batch of 4 held 2)

@@ -390,3 +390,26 @@ def test_celeba_hq_folder_trains_with_only_data_and_out(tmp_path):
     assert split["val_source"] == "val/ folder" and len(split["train"]) == len(split["val"]) == 2
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["image_size"] == 224 and config["encoder_weights"] == "imagenet-torchvision"
+
+
+def test_a_warm_start_cuts_other_crops_than_the_run_it_starts_from(tmp_path, photo_dir):
+    first = run_fit(photo_dir, tmp_path / "first", tmp_path / "cache", "--epochs", "1", "--no-cache")
+    warm = run_fit(photo_dir, tmp_path / "warm", tmp_path / "cache", "--epochs", "1", "--no-cache",
+                   "--init-from", str(first))
+    seeds = [json.loads((folder / "run_config.json").read_text())["crop_seed"] for folder in (first, warm)]
+    assert seeds == [42, 43]  # one more than the starting run's: crop i of epoch e comes from (seed, e, i)
+    again = run_fit(photo_dir, tmp_path / "again", tmp_path / "cache", "--epochs", "1", "--no-cache",
+                    "--init-from", str(warm))
+    assert json.loads((again / "run_config.json").read_text())["crop_seed"] == 44
+    chosen = run_fit(photo_dir, tmp_path / "chosen", tmp_path / "cache", "--epochs", "1", "--no-cache",
+                     "--init-from", str(warm), "--crop-seed", "7")
+    assert json.loads((chosen / "run_config.json").read_text())["crop_seed"] == 7
+
+
+def test_crops_differ_between_crop_seeds(photo_dir):
+    from training.data import StreamingCrops, find_images
+    files = find_images(photo_dir)
+    def first_batch(seed):
+        return StreamingCrops(files, 32, 32, 2, 4, seed)[0][0]
+    np.testing.assert_array_equal(first_batch(42), first_batch(42))
+    assert not np.array_equal(first_batch(42), first_batch(43))

@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"{','.join(map(str, RECIPE_UPSAMPLE_WIDTHS))} the layer's stride needs")
     p.add_argument("--upsample", default="resize", choices=["resize", "pixel_shuffle"])
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--crop-seed", type=int,
+                   help="seed of the training crops; default --seed, and for --init-from one more than the "
+                        "starting run's, so that a warm start does not replay the crops it was trained on")
     p.add_argument("--encoder-weights", default="imagenet-torchvision",
                    help="imagenet-torchvision | imagenet | hed-bsds500 | random | FILE")
     p.add_argument("--precision", default="auto", choices=["auto", *TRAINING_POLICIES, "bfloat16", "float16"],
@@ -161,6 +164,8 @@ def main(argv=None, callbacks=()) -> Path:
             resumed["devices"] = args.devices
         # the saved settings win; older runs trained in float32 and lack newer flags (their defaults)
         args = argparse.Namespace(**(vars(args) | {"precision": "float32"} | saved | resumed))
+        if "crop_seed" not in saved:  # runs from before --crop-seed cut their crops from --seed
+            args.crop_seed = args.seed
     elif (out / "history.json").exists() or (out / "backup").exists():
         raise SystemExit(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     elif (out / "run_config.json").exists():  # a start that failed before its first epoch ended
@@ -172,6 +177,7 @@ def main(argv=None, callbacks=()) -> Path:
     args.precision = policy = (training_policy(resolve_precision()) if args.precision == "auto"
                                else args.precision if args.precision in TRAINING_POLICIES
                                else training_policy(args.precision))
+    args.crop_seed = crop_seed(args)
     out.mkdir(parents=True, exist_ok=True)
     save_run_config(out, args)
     keras.utils.set_random_seed(args.seed)
@@ -183,6 +189,20 @@ def main(argv=None, callbacks=()) -> Path:
     finally:
         keras.config.set_dtype_policy(previous_policy)
         release_devices()
+
+
+def crop_seed(args: argparse.Namespace) -> int:
+    """The training crops' seed: --crop-seed if given, else --seed for a run from scratch and, for a
+    warm start, one more than the starting run's. Crop i of epoch e comes from (seed, e, i) and every
+    run counts its epochs from 0, so a warm start on the same seed would serve again, in the same
+    order, the crops its starting model was trained on (the bundled block3_conv3's five runs did)."""
+    if args.crop_seed is not None:
+        return args.crop_seed
+    if not args.init_from:
+        return args.seed
+    run_config = Path(args.init_from) / "run_config.json"  # absent from a folder pulled from the Hub
+    before = json.loads(run_config.read_text()) if run_config.is_file() else {}
+    return int(before.get("crop_seed", before.get("seed", args.seed))) + 1
 
 
 def save_run_config(out: Path, args: argparse.Namespace) -> None:
@@ -322,7 +342,7 @@ def training_batches(args: argparse.Namespace, out: Path, cfg: ReconConfig, enco
     cache = None
     if not (args.no_cache or args.in_memory):
         cache = FeatureCache(Path(args.cache_dir), FeatureCache.key_for(
-            encoder_id, train_files, args.crop_size, cfg.image_size, args.crops_per_image, args.seed))
+            encoder_id, train_files, args.crop_size, cfg.image_size, args.crops_per_image, args.crop_seed))
         problem = None if cache.is_complete() else cache_problem(
             encoder, len(train_files) * args.crops_per_image, args.crop_size or cfg.image_size, args.cache_max_gb,
             cache.dir)
@@ -337,21 +357,21 @@ def training_batches(args: argparse.Namespace, out: Path, cfg: ReconConfig, enco
             features, targets = cache.open()
         else:
             features, targets = cache.build(encoder, train_files, args.crop_size, cfg.image_size,
-                                            args.crops_per_image, args.seed, workers=args.workers)
+                                            args.crops_per_image, args.crop_seed, workers=args.workers)
         skipped = dict(cache.skipped())
         note_skipped(out, skipped)
         print(f"feature cache: {len(targets)} crops ({len(skipped)} unreadable skipped)")
         if not len(targets):
             raise SystemExit("none of the training files is a readable image")
-        return CachedCrops(features, targets, args.batch_size, args.seed), features
+        return CachedCrops(features, targets, args.batch_size, args.crop_seed), features
     if args.in_memory:
         train = load_image_set(train_files, "loading train images")
         note_skipped(out, dict(train.skipped))
         print(f"data: {len(train.images)} images in memory ({len(train.skipped)} unreadable skipped)")
         return OnTheFlyCrops(train.images, args.crop_size, cfg.image_size, args.crops_per_image,
-                             args.batch_size, args.seed, workers=args.workers), None
+                             args.batch_size, args.crop_seed, workers=args.workers), None
     return StreamingCrops(train_files, args.crop_size, cfg.image_size, args.crops_per_image,
-                          args.batch_size, args.seed, workers=args.workers), None
+                          args.batch_size, args.crop_seed, workers=args.workers), None
 
 
 class EpochLog(keras.callbacks.Callback):
