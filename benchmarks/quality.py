@@ -50,6 +50,8 @@ OURS = {
     # the same, with residual blocks NOT starting as the identity (the usual Glorot init everywhere)
     "ours-deep-glorot": {"decoder_width": 48, "num_res_blocks": 7, "upsample_widths": [48, 32],
                          "residual_init": "glorot_uniform"},
+    # wider upsampling stages, paid for with one residual block fewer (318,451 parameters)
+    "ours-wide-stages": {"decoder_width": 48, "num_res_blocks": 6, "upsample_widths": [64, 48]},
     # the same, trained with the feature-matching term on top of L1+SSIM (the encoder runs in the loss)
     "ours-deep-perceptual": {"decoder_width": 48, "num_res_blocks": 7, "upsample_widths": [48, 32],
                              "perceptual_weight": 0.1},
