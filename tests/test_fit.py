@@ -1,5 +1,6 @@
 """training.fit and training.evaluate end to end, on tiny images with a random-weights encoder."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -398,12 +399,11 @@ def test_a_warm_start_cuts_other_crops_than_the_run_it_starts_from(tmp_path, pho
                    "--init-from", str(first))
     seeds = [json.loads((folder / "run_config.json").read_text())["crop_seed"] for folder in (first, warm)]
     assert seeds == [42, 43]  # one more than the starting run's: crop i of epoch e comes from (seed, e, i)
-    again = run_fit(photo_dir, tmp_path / "again", tmp_path / "cache", "--epochs", "1", "--no-cache",
-                    "--init-from", str(warm))
-    assert json.loads((again / "run_config.json").read_text())["crop_seed"] == 44
-    chosen = run_fit(photo_dir, tmp_path / "chosen", tmp_path / "cache", "--epochs", "1", "--no-cache",
-                     "--init-from", str(warm), "--crop-seed", "7")
-    assert json.loads((chosen / "run_config.json").read_text())["crop_seed"] == 7
+
+    def chosen(init_from, crop_seed=None):
+        return fit.crop_seed(argparse.Namespace(seed=42, crop_seed=crop_seed, init_from=init_from))
+    assert chosen(str(warm)) == 44 and chosen(str(warm), crop_seed=7) == 7
+    assert chosen(str(tmp_path)) == 43  # a folder without run_config.json (pulled from the Hub): --seed + 1
 
 
 def test_crops_differ_between_crop_seeds(photo_dir):
