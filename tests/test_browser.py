@@ -220,13 +220,6 @@ def test_feature_viewer_and_ablation(page, shots):
     page.click("#model-picker input")
     page.get_by_role("option", name="vgg16-block3_conv3").click()
     wait_for_text(page, "#feature-summary", r"block3_conv3 features")
-    idle(page, "#feature-grid")
-    shown = int(channel.input_value())
-    page.locator("#channel input[type=range]").press("ArrowRight")  # quick steps: each one counts
-    page.locator("#channel input[type=range]").press("ArrowRight")
-    wait_for_text(page, "#feature-summary", rf"Channel {shown + 2}:")
-    idle(page, "#feature-grid")
-    assert channel.input_value() == str(shown + 2)
 
     page.get_by_role("tab", name="Ablation").click()
     page.click("#ablate-button")
