@@ -311,6 +311,11 @@ def tile_index(tiles, channel: int) -> int | None:
     return next((i for i, (_, caption) in enumerate(tiles) if caption.startswith(f"ch {channel} ")), None)
 
 
+def highlighted(tiles, channel: int) -> gr.Gallery:
+    """The gallery of `tiles` with `channel`'s tile highlighted (none if it is not among them)."""
+    return gr.Gallery(tiles, selected_index=tile_index(tiles, channel))
+
+
 def ablate(model: Reconstructor, path, resolution: str = "trained", mode: str = "top_k", k: int = 8,
            channel: int = 0, bits: int = 2):
     """Ablation tab: reconstructions from the unaltered and the altered features, what changed, metrics."""
@@ -797,7 +802,7 @@ def features_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
         model = store.get(name)
         keep = keep and ch is not None and 0 <= int(ch) < model.config.channels
         tiles, image, text, ch = feature_view(model, path, res, n, int(ch) if keep else None)
-        return (gr.Gallery(tiles, selected_index=tile_index(tiles, ch)), image, text,
+        return (highlighted(tiles, ch), image, text,
                 gr.Slider(value=ch, maximum=model.config.channels - 1))
 
     @page_errors(outputs=4, status=1)
@@ -806,7 +811,7 @@ def features_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
             return None, NO_UPLOAD, gr.skip(), gr.skip()
         tiles, image, text, ch = feature_view(store.get(name), path, res, n, ch)
         # the slider is the visitor's own, unless a refresh started before this pick set it back
-        return image, text, gr.Gallery(tiles, selected_index=tile_index(tiles, ch)), ch if pending else gr.skip()
+        return image, text, highlighted(tiles, ch), ch if pending else gr.skip()
 
     @page_errors(outputs=4, status=2)
     def on_pick_tile(path, res, n, name, evt: gr.SelectData):
@@ -814,7 +819,7 @@ def features_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
         match = re.match(r"ch (\d+)", caption or "")
         ch = int(match.group(1)) if match else 0
         tiles, image, text, ch = feature_view(store.get(name), path, res, n, ch)
-        return ch, image, text, gr.Gallery(tiles, selected_index=tile_index(tiles, ch))
+        return ch, image, text, highlighted(tiles, ch)
 
     # .input: any change by the visitor (drag, arrow keys, a typed number), never the handlers' own updates;
     # a model switch re-runs the view (the tiles of another layer's channels would mislead). The tab's

@@ -80,9 +80,10 @@ def chain_problem(folders: list[Path]) -> str | None:
     for folder, run, config in zip(folders[1:], runs[1:], configs[1:]):
         if not run.get("init_from"):
             return f"{folder}: a run from scratch, not a warm start from the folder before it"
-        for key, source in (("layer", config), ("encoder_weights", config), ("crop_size", run)):
-            if source.get(key) != (configs[0] if source is config else runs[0]).get(key):
-                return f"{folder}: {key} {source.get(key)!r}, not {folders[0]}'s; the runs of one chain share it"
+        for key, mine, first in (("layer", config, configs[0]), ("encoder_weights", config, configs[0]),
+                                 ("crop_size", run, runs[0])):
+            if mine.get(key) != first.get(key):
+                return f"{folder}: {key} {mine.get(key)!r}, not {folders[0]}'s; the runs of one chain share it"
     return None
 
 
