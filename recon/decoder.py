@@ -36,6 +36,10 @@ def residual_block(x, width: int, name: str):
 
 
 def upsample_stage(x, width: int, mode: str, name: str):
+    """x2: a bilinear resize then a 3x3 conv ("resize"), or a 3x3 conv to 4x the channels then a
+    depth-to-space ("pixel_shuffle", Shi et al. 2016): the same multiply-adds without the resize, and
+    any resize stage rewritten this way computes the same away from the border
+    (training.to_pixel_shuffle)."""
     if mode == "pixel_shuffle":
         x = layers.Conv2D(width * 4, 3, padding="same", name=f"{name}_conv")(x)
         return layers.Activation("relu", name=f"{name}_relu")(PixelShuffle(2, name=f"{name}_shuffle")(x))

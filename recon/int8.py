@@ -172,5 +172,6 @@ class Int8Encoder:
                 self._shape = batch.shape
             self.interpreter.set_tensor(self._input["index"], batch)
             self.interpreter.invoke()
-            outputs = [self.interpreter.get_tensor(index).copy() for index in self._outputs]
+            # get_tensor returns a copy already (LiteRT and tf.lite), which the next call cannot overwrite
+            outputs = [self.interpreter.get_tensor(index) for index in self._outputs]
         return outputs[0], outputs[-1]

@@ -258,6 +258,18 @@ def test_the_model_card_says_what_the_int8_file_is(int8_folder, tmp_path):
     assert "int8" not in write_model_card(without).read_text()
 
 
+def test_a_call_does_not_overwrite_what_the_last_one_returned(trunk_folder):
+    # front() hands out what the interpreter's get_tensor returns without copying it again
+    int8 = Int8Encoder.load(trunk_folder / INT8_ENCODER_FILE)
+    rng = np.random.default_rng(2)
+    first, second = (rng.random((1, 32, 32, 3)).astype(np.float32) for _ in range(2))
+    outputs = int8.front(first)
+    kept = [o.copy() for o in outputs]
+    int8.front(second)
+    assert all(np.array_equal(o, k) for o, k in zip(outputs, kept))
+    assert not np.array_equal(outputs[0], int8.front(second)[0])
+
+
 def test_the_int8_encoder_takes_calls_from_several_threads(int8_folder):
     from concurrent.futures import ThreadPoolExecutor
     int8 = Int8Encoder.load(int8_folder / INT8_ENCODER_FILE)
