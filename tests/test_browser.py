@@ -275,7 +275,7 @@ def test_webcam_streams_reconstructed_frames(page, shots):
 def test_model_panel(page, shots):
     page.get_by_role("tab", name="Model").click()
     info = wait_for_text(page, "#model-info", r"Held-out metrics")
-    assert "imagenet-torchvision" in info and "338,819 parameters" in info and "LPIPS" in info
+    assert "imagenet-torchvision" in info and "442,739 parameters" in info and "LPIPS" in info
     assert re.search(r"Precision\s+(int8 encoder(, (bfloat16|float32) decoder| and residual blocks, (bfloat16|float32) upsampling)"
                      r"|bfloat16|float32)", info)
     page.screenshot(path=shots / "model.png")

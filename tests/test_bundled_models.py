@@ -24,7 +24,9 @@ def test_the_default_and_per_layer_models_are_there_and_small():
 def test_bundled_model_loads_and_matches_its_card(folder):
     model = Reconstructor.from_pretrained(folder)
     assert model.config.encoder_weights == "imagenet-torchvision" and model.config.preprocessing == "torchvision"
-    assert model.decoder.count_params() <= 400_000
+    # a few hundred thousand; block3_conv3's sub-pixel stages hold 4x the weights of resize + conv for the
+    # same multiply-adds (442,739 against 338,819: training.to_pixel_shuffle)
+    assert model.decoder.count_params() <= 450_000
     card = (folder / "README.md").read_text()
     summary = json.loads((folder / "metrics_summary.json").read_text())
     assert f"{summary['psnr']['mean']:.4f}" in card and f"{summary['lpips']['mean']:.4f}" in card
