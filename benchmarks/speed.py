@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
     print(f"  {'':<32}" + "".join(f"{n:>16}" for n in names) + f"{'auto / float32':>16}")
     for row in infer[names[0]]:
         speeds = [infer[n][row] for n in names]
-        print(f"  {row:<32}" + "".join(f"{s:>16.1f}" for s in speeds) + f"{speeds[-1] / speeds[0]:>15.1f}x")
+        print(f"  {row:<32}" + "".join(f"{s:>16.1f}" for s in speeds) + f"{speeds[-1] / speeds[0]:>15.2f}x")
     flops = convolution_flops(model, args.size)
     total = sum(flops.values())
     float32_rate = infer[names[0]]["reconstruct(), batch 1"]

@@ -6,7 +6,10 @@ normalize -> 1x1 reduce -> residual blocks at feature resolution -> x2 stages
 
 from __future__ import annotations
 
+import itertools
+
 import keras
+import numpy as np
 from keras import layers, ops
 
 from recon.config import ReconConfig
@@ -25,6 +28,50 @@ class PixelShuffle(layers.Layer):
 
     def get_config(self):
         return super().get_config() | {"factor": self.factor}
+
+
+def _before_shuffle_taps() -> np.ndarray:
+    """(oy, ox, phase in, phase out, dy, dx) 0/1: which tap (dy, dx) of a 3x3 conv on a x2 map
+    reads, for an output pixel of phase out = 2*ry + rx, the pixel of phase in = 2*py + px at offset
+    (oy, ox) on the map before its shuffle (phases in depth_to_space's order)."""
+    taps = np.zeros((3, 3, 4, 4, 3, 3), np.float32)
+    for ry, rx, dy, dx in itertools.product((0, 1), (0, 1), (-1, 0, 1), (-1, 0, 1)):
+        (oy, py), (ox, px) = divmod(ry + dy, 2), divmod(rx + dx, 2)
+        taps[oy + 1, ox + 1, 2 * py + px, 2 * ry + rx, dy + 1, dx + 1] = 1
+    return taps
+
+
+class ConvBeforeShuffle(layers.Layer):
+    """`conv` (a 3x3, stride 1, "same" Conv2D, its weights shared) on depth_to_space(x, 2), computed on
+    x itself and returned before that shuffle: (N, h, w, 4C) -> (N, h, w, 4*O), O `conv`'s filters,
+    in this layer's dtype; depth_to_space(result, 2) is `conv(depth_to_space(x, 2))`, exactly, border
+    included (zero padding at either size pads the same pixels).
+
+    Each output phase reads its 3x3 neighbourhood's phases at half the size: one conv from 4C to 4*O
+    channels with the same multiply-adds times 4. Worth it where O is small: the RGB layer (O = 3),
+    whose kernel at full size oneDNN does not run near its peak. The kernel is rearranged from
+    `conv`'s at each call (a 3x3x4Cx4O copy), so the two stay one set of weights.
+
+    Raises:
+        ValueError: `conv` is not a 3x3, stride-1, undilated, ungrouped "same" Conv2D.
+    """
+
+    def __init__(self, conv: layers.Conv2D, **kwargs):
+        super().__init__(**kwargs)
+        if not (isinstance(conv, layers.Conv2D) and tuple(conv.kernel_size) == (3, 3) and conv.padding == "same"
+                and tuple(conv.strides) == (1, 1) and tuple(conv.dilation_rate) == (1, 1) and conv.groups == 1):
+            raise ValueError(f"ConvBeforeShuffle needs a 3x3, stride-1, undilated \"same\" Conv2D, not {conv.name}")
+        self.conv = conv
+        self.taps = _before_shuffle_taps()
+
+    def call(self, x):
+        channels, filters = self.conv.kernel.shape[2:]
+        kernel = ops.einsum("abpryx,yxco->abpcro", self.taps, ops.cast(self.conv.kernel, "float32"))
+        kernel = ops.reshape(kernel, (3, 3, 4 * channels, 4 * filters))
+        y = ops.conv(x, ops.cast(kernel, self.compute_dtype), padding="same")
+        if self.conv.use_bias:
+            y = y + ops.cast(ops.tile(self.conv.bias, [4]), self.compute_dtype)
+        return self.conv.activation(y)
 
 
 def residual_block(x, width: int, name: str):
@@ -66,13 +113,15 @@ def build_decoder(cfg: ReconConfig) -> keras.Model:
         x = residual_block(x, cfg.decoder_width, name=f"res{i + 1}")
     for i, width in enumerate(cfg.upsample_widths):
         x = upsample_stage(x, width, cfg.upsample, name=f"up{i + 1}")
-    # float32 under a mixed-precision policy: the sigmoid's output is what the training loss compares.
-    # A decoder cast whole to bfloat16 or float16 for inference (recon.precision) keeps that precision
-    # here too: 2.2 instead of 3.7 ms at 224 on 2 AVX512-BF16 cores, and bfloat16's steps near 1 are
-    # those of the uint8 image shown (2^-8).
+    # The RGB conv computes in float32 under a mixed-precision policy (its output is what the training
+    # loss compares) and follows a decoder cast whole to bfloat16 or float16 for inference
+    # (recon.precision): 2.2 instead of 3.7 ms at 224 on 2 AVX512-BF16 cores. The sigmoid is float32
+    # either way: rounded to bfloat16 (steps of 2^-9 to 2^-8 above 0.25), the output cost 0.0004 held-out
+    # SSIM on block3_conv3, for nothing measurable in time.
     policy = keras.config.dtype_policy()
     rgb_dtype = policy if policy.compute_dtype == policy.variable_dtype else "float32"
-    outputs = layers.Conv2D(3, 3, padding="same", activation="sigmoid", dtype=rgb_dtype, name="rgb")(x)
+    x = layers.Conv2D(3, 3, padding="same", dtype=rgb_dtype, name="rgb")(x)
+    outputs = layers.Activation("sigmoid", dtype="float32", name="rgb_sigmoid")(x)
     return keras.Model(inputs, outputs, name=f"decoder_{cfg.layer}")
 
 
@@ -87,12 +136,34 @@ def decoder_trunk(decoder: keras.Model) -> keras.Model:
     return keras.Model(decoder.input, last.output, name=f"{decoder.name}_trunk")
 
 
-def decoder_tail(decoder: keras.Model, cfg: ReconConfig) -> keras.Model:
-    """The rest of the decoder after `decoder_trunk`: the upsampling stages and the RGB layer.
-    (N, h, w, decoder_width) -> (N, h*2^k, w*2^k, 3) [0,1] in the RGB layer's dtype (float32 unless
-    the decoder was built under a full bfloat16/float16 policy); shares `decoder`'s layers and weights."""
-    x = inputs = keras.Input(shape=(None, None, cfg.decoder_width), name="trunk_output")
-    for i in range(len(cfg.upsample_widths)):
-        for part in UPSAMPLE_LAYERS[cfg.upsample]:
-            x = decoder.get_layer(f"up{i + 1}_{part}")(x)
-    return keras.Model(inputs, decoder.get_layer("rgb")(x), name=f"{decoder.name}_tail")
+def inference_decoder(decoder: keras.Model, cfg: ReconConfig, from_trunk: bool = False,
+                      rgb_before_shuffle: bool = True) -> keras.Model:
+    """`decoder` rearranged to run faster, sharing its layers and weights: a pixel-shuffle decoder
+    applies each stage's ReLU before its shuffle and computes its RGB layer before the last shuffle
+    (`ConvBeforeShuffle`; `rgb_before_shuffle=False` keeps it after, as trained, for
+    `benchmarks/rgb_layer.py`); the same outputs up to floating-point rounding. Other decoders are
+    called as they are.
+
+    (N, h, w, C) feature maps, or with `from_trunk` the (N, h, w, decoder_width) output of
+    `decoder_trunk` (which then is not run: an int8 file ran it, recon.int8), -> (N, h*2^k, w*2^k, 3)
+    float32 in [0, 1], k the number of x2 stages.
+    """
+    x = inputs = keras.Input(shape=(None, None, cfg.decoder_width if from_trunk else cfg.channels),
+                             name="trunk_output" if from_trunk else "features")
+    if not from_trunk:
+        x = decoder_trunk(decoder)(x)
+    stages = len(cfg.upsample_widths)
+    rgb_before_shuffle = rgb_before_shuffle and cfg.upsample == "pixel_shuffle" and stages > 0
+    # ReLU commutes with the shuffle; before it, oneDNN fuses it into the conv (0.2 ms at 224 in bfloat16)
+    parts = ("conv", "relu", "shuffle") if cfg.upsample == "pixel_shuffle" else UPSAMPLE_LAYERS[cfg.upsample]
+    for i in range(stages):
+        for part in parts:
+            if not (rgb_before_shuffle and i == stages - 1 and part == "shuffle"):
+                x = decoder.get_layer(f"up{i + 1}_{part}")(x)
+    rgb = decoder.get_layer("rgb")
+    if rgb_before_shuffle:
+        x = ConvBeforeShuffle(rgb, dtype=rgb.dtype_policy, name="rgb_before_shuffle")(x)
+        x = PixelShuffle(2, dtype=rgb.dtype_policy, name="rgb_shuffle")(x)
+    else:
+        x = rgb(x)
+    return keras.Model(inputs, decoder.get_layer("rgb_sigmoid")(x), name=f"{decoder.name}_inference")

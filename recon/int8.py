@@ -12,7 +12,7 @@ The decoder's residual trunk (its blocks at feature-map resolution, before any u
 exception: it can ride in the same file, after the encoder (`quantize_encoder(..., decoder=)`), for
 -0.025 dB and -0.0007 SSIM, and it then costs 2 ms instead of 11 in bfloat16. Such a file has two
 outputs, the feature map and the trunk's output, and the upsampling stages run in floating point
-from the second (`recon.decoder.decoder_tail`).
+from the second (`recon.decoder.inference_decoder(..., from_trunk=True)`).
 
 The quantized encoder is a file in the model folder (`encoder.int8.tflite`; the name, like
 `Int8Encoder`'s, predates the trunk), made once by `python -m training.quantize`, because

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from recon.config import ConfigError, ReconConfig
-from recon.decoder import build_decoder, decoder_tail
+from recon.decoder import build_decoder, inference_decoder
 from recon.encoder import (TORCHVISION_FILE_ENV, EncoderWeightsError, build_encoder, read_vgg_weights,
                            resolve_weights_file, save_encoder_weights, set_vgg_weights)
 from recon.imageio import center_crop_square, checked_image, resize, to_float
@@ -104,10 +104,11 @@ class Reconstructor:
         with dtype_policy(self.layer_precision):
             self.encoder = encoder if encoder is not None else build_encoder(config)
             self.decoder = decoder if decoder is not None else build_decoder(config)
-        # what runs in floating point after the int8 file: the whole decoder, or only its upsampling
-        # where the file holds the residual trunk too (recon.int8)
-        self._float_part = (decoder_tail(self.decoder, config) if self.int8_encoder is not None
-                            and self.int8_encoder.has_trunk else self.decoder)
+        # the decoder as inference runs it (same weights, recon.decoder.inference_decoder); after an
+        # int8 file that holds the residual trunk too (recon.int8), only its upsampling runs in floating point
+        self._fast_decoder = inference_decoder(self.decoder, config)
+        self._float_part = (inference_decoder(self.decoder, config, from_trunk=True) if self.int8_encoder is not None
+                            and self.int8_encoder.has_trunk else self._fast_decoder)
         # the decoder weights an int8 file with the trunk was checked against (save_pretrained)
         self._int8_decoder = weights_fingerprint(self.decoder) if self.int8_file is not None else None
 
@@ -312,7 +313,7 @@ class Reconstructor:
             batch = batch[None]
         # A direct call, not predict(): predict retraces per input size and (TF 2.21) failed
         # on a second size with bilinear upsampling; the direct call handles any size.
-        images = keras.ops.convert_to_numpy(self.decoder(batch, training=False)).astype(np.float32, copy=False)
+        images = keras.ops.convert_to_numpy(self._fast_decoder(batch, training=False)).astype(np.float32, copy=False)
         return images[0] if single else images
 
     def reconstruct(self, image: np.ndarray, size="trained") -> Reconstruction:
@@ -348,7 +349,7 @@ class Reconstructor:
         if self.int8_encoder is not None:
             return self._float_part(batch, training=False)
         features = self.encoder(batch, training=False)
-        return self.decoder(features, training=False), features
+        return self._fast_decoder(features, training=False), features
 
     def _as_batch(self, images) -> np.ndarray:
         batch = to_float(checked_image(images))

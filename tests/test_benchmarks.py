@@ -277,3 +277,19 @@ def test_warm_start_curve_counts_an_epoch_as_its_crops_not_its_batches(tmp_path)
     assert curve.kept_crops(tmp_path)[0] == 16  # 4 steps x batch 4: no split.json to count from
     (tmp_path / "split.json").write_text(json.dumps({"train": [{"path": "a"}, {"path": "b"}, {"path": "c"}]}))
     assert curve.kept_crops(tmp_path)[0] == 12  # 2 epochs x 3 photos x 2 crops (the last batch of 4 held 2)
+
+
+def test_rgb_layer_benchmark_times_both_forms_and_refuses_a_resize_decoder(tmp_path, tiny_config, capsys):
+    from recon import Reconstructor
+    rgb_layer = load_benchmark("rgb_layer")
+    shuffle = ReconConfig(**(tiny_config.to_dict() | {"upsample": "pixel_shuffle"}))
+    folder = Reconstructor(shuffle).save_pretrained(tmp_path / "shuffle")
+    results = rgb_layer.main(["--model", str(folder), "--size", "32", "--rounds", "1"])
+    assert "float32" in results  # and what auto picks here (one row if that is float32 too)
+    for r in results.values():
+        assert r["after ms"] > 0 and r["before ms"] > 0
+        assert r["max difference"] < 1e-2  # the same image (bfloat16 rounds the two forms differently)
+    assert "RGB after (ms)" in capsys.readouterr().out
+    resize = Reconstructor(tiny_config).save_pretrained(tmp_path / "resize")
+    with pytest.raises(SystemExit, match="no pixel-shuffle stage"):
+        rgb_layer.main(["--model", str(resize), "--rounds", "1"])

@@ -95,7 +95,7 @@ def test_an_int8_model_returns_float32_arrays_close_to_float32(int8_folder, tmp_
 
 def test_trunk_and_tail_make_the_decoder():
     from recon import ReconConfig
-    from recon.decoder import build_decoder, decoder_tail, decoder_trunk
+    from recon.decoder import build_decoder, decoder_trunk, inference_decoder
     for upsample in ("resize", "pixel_shuffle"):
         config = ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random", decoder_width=8,
                              num_res_blocks=2, upsample=upsample, feature_scale=[2.0] * 128)
@@ -104,7 +104,7 @@ def test_trunk_and_tail_make_the_decoder():
         features = np.random.default_rng(9).random((2, 12, 20, 128)).astype(np.float32)
         trunk = decoder_trunk(decoder)(features)
         assert trunk.shape == (2, 12, 20, 8)
-        np.testing.assert_allclose(decoder_tail(decoder, config)(trunk), decoder(features), atol=1e-6)
+        np.testing.assert_allclose(inference_decoder(decoder, config, from_trunk=True)(trunk), decoder(features), atol=1e-6)
 
 
 def test_an_int8_file_with_the_trunk_runs_only_the_upsampling_in_floating_point(int8_folder, trunk_folder):

@@ -22,6 +22,50 @@ def test_the_rgb_layer_is_float32_for_training_and_follows_a_whole_cast_for_infe
         # (Reconstructor(precision="bfloat16")) runs the last conv in bfloat16 too
         assert decoder.get_layer("rgb").compute_dtype == compute
         assert decoder.get_layer("reduce").compute_dtype == ("float32" if policy == "float32" else "bfloat16")
+        assert decoder.get_layer("rgb_sigmoid").compute_dtype == decoder.output.dtype == "float32"  # never rounded
+
+
+def test_a_bfloat16_models_output_is_not_rounded_to_bfloat16(tiny_config):
+    """The sigmoid runs in float32 after a bfloat16 RGB conv: bfloat16's 8-bit significand would
+    put every output on a grid of 2^-9 to 2^-8 above 0.25 (0.0004 held-out SSIM on block3_conv3)."""
+    model = Reconstructor(tiny_config, precision="bfloat16")
+    image = np.random.default_rng(0).random((32, 32, 3)).astype("float32")
+    output = model.reconstruct(image, "native").output
+    off_grid = output.view(np.uint32) & 0xFFFF  # the bits bfloat16 drops
+    assert model.decoder.get_layer("rgb").compute_dtype == "bfloat16"
+    assert np.count_nonzero(off_grid) > output.size // 2
+
+
+def test_conv_before_shuffle_is_the_conv_after_it_border_included():
+    from recon.decoder import ConvBeforeShuffle
+    rng = np.random.default_rng(4)
+    conv = keras.layers.Conv2D(3, 3, padding="same", activation="sigmoid")
+    x = rng.normal(size=(2, 5, 7, 4 * 6)).astype("float32")  # odd sizes: every border case
+    conv.build((None, None, None, 6))
+    conv.set_weights([rng.normal(size=w.shape) for w in conv.get_weights()])  # a bias too, not zeros
+    expected = keras.ops.convert_to_numpy(conv(keras.ops.depth_to_space(x, 2)))
+    before = ConvBeforeShuffle(conv)(x)
+    assert before.shape == (2, 5, 7, 12)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.depth_to_space(before, 2)), expected, atol=2e-6)
+    with pytest.raises(ValueError, match="3x3, stride-1"):
+        ConvBeforeShuffle(keras.layers.Conv2D(3, 5, padding="same"))
+    with pytest.raises(ValueError, match="3x3, stride-1"):
+        ConvBeforeShuffle(keras.layers.Conv2D(3, 3, padding="valid"))
+
+
+@pytest.mark.parametrize("layer", ["block1_conv2", "block3_conv3"])  # no x2 stage, two
+@pytest.mark.parametrize("upsample", ["resize", "pixel_shuffle"])
+def test_the_inference_decoder_computes_the_decoder(layer, upsample):
+    from recon.decoder import inference_decoder
+    cfg = ReconConfig(layer=layer, encoder_weights="random", decoder_width=8, num_res_blocks=1, upsample=upsample)
+    decoder = build_decoder(cfg)
+    decoder.set_weights([np.random.default_rng(i).normal(0, 0.2, w.shape) for i, w in enumerate(decoder.get_weights())])
+    features = np.random.default_rng(5).random((2, 6, 10, cfg.channels)).astype("float32")
+    fast = inference_decoder(decoder, cfg)
+    np.testing.assert_allclose(fast(features), decoder(features), atol=1e-6)
+    assert ("rgb_before_shuffle" in [l.name for l in fast.layers]) == (upsample == "pixel_shuffle" and cfg.stride > 1)
+    decoder.get_layer("rgb").bias.assign([5.0, -5.0, 0.0])  # shared weights: a change shows at once
+    np.testing.assert_allclose(fast(features), decoder(features), atol=1e-6)
 
 
 @pytest.mark.parametrize("layer", list(VGG16_LAYERS))
