@@ -44,23 +44,27 @@ def _before_shuffle_taps() -> np.ndarray:
 class ConvBeforeShuffle(layers.Layer):
     """`conv` (a 3x3, stride 1, "same" Conv2D, its weights shared) on depth_to_space(x, 2), computed on
     x itself and returned before that shuffle: (N, h, w, 4C) -> (N, h, w, 4*O), O `conv`'s filters,
-    in this layer's dtype; depth_to_space(result, 2) is `conv(depth_to_space(x, 2))`, exactly, border
-    included (zero padding at either size pads the same pixels).
+    in this layer's dtype; depth_to_space(result, 2) is `conv(depth_to_space(x, 2))`: the same sums
+    in another order, border included (zero padding at either size pads the same pixels), so equal to
+    floating-point rounding (3e-7 in float32 on the bundled block3_conv3).
 
     Each output phase reads its 3x3 neighbourhood's phases at half the size: one conv from 4C to 4*O
-    channels with the same multiply-adds times 4. Worth it where O is small: the RGB layer (O = 3),
-    whose kernel at full size oneDNN does not run near its peak. The kernel is rearranged from
-    `conv`'s at each call (a 3x3x4Cx4O copy), so the two stay one set of weights.
+    channels, 4x the multiply-adds. Worth it only where O is small: the RGB layer (O = 3), whose
+    3-filter kernel at full size oneDNN does not run near its peak (`benchmarks/rgb_layer.py`). The
+    kernel is rearranged from `conv`'s at each call (a 3x3x4Cx4O copy), so the two stay one set of
+    weights.
 
     Raises:
-        ValueError: `conv` is not a 3x3, stride-1, undilated, ungrouped "same" Conv2D.
+        ValueError: `conv` is not a 3x3, stride-1, undilated, ungrouped, channels-last "same" Conv2D.
     """
 
     def __init__(self, conv: layers.Conv2D, **kwargs):
         super().__init__(**kwargs)
         if not (isinstance(conv, layers.Conv2D) and tuple(conv.kernel_size) == (3, 3) and conv.padding == "same"
-                and tuple(conv.strides) == (1, 1) and tuple(conv.dilation_rate) == (1, 1) and conv.groups == 1):
-            raise ValueError(f"ConvBeforeShuffle needs a 3x3, stride-1, undilated \"same\" Conv2D, not {conv.name}")
+                and tuple(conv.strides) == (1, 1) and tuple(conv.dilation_rate) == (1, 1) and conv.groups == 1
+                and conv.data_format == "channels_last"):
+            raise ValueError(f"ConvBeforeShuffle needs a 3x3, stride-1, undilated, channels-last \"same\" Conv2D, "
+                             f"not {conv.name}")
         self.conv = conv
         self.taps = _before_shuffle_taps()
 
@@ -113,11 +117,11 @@ def build_decoder(cfg: ReconConfig) -> keras.Model:
         x = residual_block(x, cfg.decoder_width, name=f"res{i + 1}")
     for i, width in enumerate(cfg.upsample_widths):
         x = upsample_stage(x, width, cfg.upsample, name=f"up{i + 1}")
-    # The RGB conv computes in float32 under a mixed-precision policy (its output is what the training
-    # loss compares) and follows a decoder cast whole to bfloat16 or float16 for inference
+    # The RGB conv computes in float32 under a mixed-precision policy (the training loss compares its
+    # sigmoid's output) and follows a decoder cast whole to bfloat16 or float16 for inference
     # (recon.precision): 2.2 instead of 3.7 ms at 224 on 2 AVX512-BF16 cores. The sigmoid is float32
-    # either way: rounded to bfloat16 (steps of 2^-9 to 2^-8 above 0.25), the output cost 0.0004 held-out
-    # SSIM on block3_conv3, for nothing measurable in time.
+    # either way: TensorFlow's bfloat16 sigmoid is up to 5e-3 off (2.5x its output's rounding), which
+    # cost 0.0004 held-out SSIM on block3_conv3 (benchmarks/rgb_layer.py times both).
     policy = keras.config.dtype_policy()
     rgb_dtype = policy if policy.compute_dtype == policy.variable_dtype else "float32"
     x = layers.Conv2D(3, 3, padding="same", dtype=rgb_dtype, name="rgb")(x)
@@ -136,25 +140,31 @@ def decoder_trunk(decoder: keras.Model) -> keras.Model:
     return keras.Model(decoder.input, last.output, name=f"{decoder.name}_trunk")
 
 
-def inference_decoder(decoder: keras.Model, cfg: ReconConfig, from_trunk: bool = False,
-                      rgb_before_shuffle: bool = True) -> keras.Model:
+def inference_decoder(decoder: keras.Model, cfg: ReconConfig, from_trunk: bool = False) -> keras.Model:
     """`decoder` rearranged to run faster, sharing its layers and weights: a pixel-shuffle decoder
-    applies each stage's ReLU before its shuffle and computes its RGB layer before the last shuffle
-    (`ConvBeforeShuffle`; `rgb_before_shuffle=False` keeps it after, as trained, for
-    `benchmarks/rgb_layer.py`); the same outputs up to floating-point rounding. Other decoders are
-    called as they are.
+    applies each stage's ReLU before its shuffle (where oneDNN can fuse it into the conv) and computes
+    its RGB layer before the last shuffle (`ConvBeforeShuffle`); the same outputs up to floating-point
+    rounding. Resize decoders run in their own order. `benchmarks/rgb_layer.py` times the two orders.
 
     (N, h, w, C) feature maps, or with `from_trunk` the (N, h, w, decoder_width) output of
     `decoder_trunk` (which then is not run: an int8 file ran it, recon.int8), -> (N, h*2^k, w*2^k, 3)
-    float32 in [0, 1], k the number of x2 stages.
+    float32 in [0, 1], k the number of x2 stages. A decoder `build_decoder` did not make (no
+    "rgb_sigmoid" layer) is returned as it is.
+
+    Raises:
+        ValueError: `from_trunk` with a decoder `build_decoder` did not make.
     """
+    if "rgb_sigmoid" not in {layer.name for layer in decoder.layers}:
+        if from_trunk:
+            raise ValueError(f"{decoder.name} was not made by build_decoder: it has no trunk to start after")
+        return decoder
     x = inputs = keras.Input(shape=(None, None, cfg.decoder_width if from_trunk else cfg.channels),
                              name="trunk_output" if from_trunk else "features")
     if not from_trunk:
         x = decoder_trunk(decoder)(x)
     stages = len(cfg.upsample_widths)
-    rgb_before_shuffle = rgb_before_shuffle and cfg.upsample == "pixel_shuffle" and stages > 0
-    # ReLU commutes with the shuffle; before it, oneDNN fuses it into the conv (0.2 ms at 224 in bfloat16)
+    rgb_before_shuffle = cfg.upsample == "pixel_shuffle" and stages > 0
+    # ReLU commutes with the shuffle
     parts = ("conv", "relu", "shuffle") if cfg.upsample == "pixel_shuffle" else UPSAMPLE_LAYERS[cfg.upsample]
     for i in range(stages):
         for part in parts:

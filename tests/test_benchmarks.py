@@ -279,17 +279,17 @@ def test_warm_start_curve_counts_an_epoch_as_its_crops_not_its_batches(tmp_path)
     assert curve.kept_crops(tmp_path)[0] == 12  # 2 epochs x 3 photos x 2 crops (the last batch of 4 held 2)
 
 
-def test_rgb_layer_benchmark_times_both_forms_and_refuses_a_resize_decoder(tmp_path, tiny_config, capsys):
+def test_rgb_layer_benchmark_times_each_form_and_refuses_a_resize_decoder(tmp_path, tiny_config, capsys):
     from recon import Reconstructor
     rgb_layer = load_benchmark("rgb_layer")
     shuffle = ReconConfig(**(tiny_config.to_dict() | {"upsample": "pixel_shuffle"}))
     folder = Reconstructor(shuffle).save_pretrained(tmp_path / "shuffle")
     results = rgb_layer.main(["--model", str(folder), "--size", "32", "--rounds", "1"])
-    assert "float32" in results  # and what auto picks here (one row if that is float32 too)
-    for r in results.values():
-        assert r["after ms"] > 0 and r["before ms"] > 0
-        assert r["max difference"] < 1e-2  # the same image (bfloat16 rounds the two forms differently)
-    assert "RGB after (ms)" in capsys.readouterr().out
+    assert list(results["float32"]) == ["as trained", "rearranged"]  # and what auto picks here, if not float32
+    assert results["float32"]["rearranged"]["max difference"] < 1e-5
+    for forms in results.values():
+        assert all(r["ms"] > 0 for r in forms.values()) and forms["as trained"]["max difference"] == 0
+    assert "largest difference from as trained" in capsys.readouterr().out
     resize = Reconstructor(tiny_config).save_pretrained(tmp_path / "resize")
     with pytest.raises(SystemExit, match="no pixel-shuffle stage"):
         rgb_layer.main(["--model", str(resize), "--rounds", "1"])
