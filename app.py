@@ -755,6 +755,9 @@ def webcam_tab(store: ModelStore, picker, stream_every: float, time_limit: int) 
 # The Features tab's channel, kept straight in the browser. A refresh (model switch, tab visit, N)
 # keeps the visitor's last pick when it was made for this model and image (a pick right after a
 # switch can reach the server before the switch's refresh does), else shows the strongest channel.
+# The channel it keeps is the newest pick the server has run (a State): a refresh deferred by
+# trigger_mode="always_last" reads the slider when it is sent, which can be before a pick queued
+# ahead of it has set the slider.
 # A pick writes its channel back to the slider only if a refresh was pending when it was made (that
 # refresh runs first and sets the slider); otherwise the visitor may already have moved it on.
 _IMAGE_KEY = "(up) => up ? (up.path || up.url || null) : null"
@@ -793,46 +796,49 @@ def features_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
                                  format="png", allow_preview=False)
             large = gr.Image(label="Channel", format="png", elem_id="channel-large", height=520)
         keep_pick = gr.Checkbox(False, visible=False)  # set in the browser (FEATURE_REFRESH_JS)
+        last_pick = gr.State(None)  # {"model", "channel"}: the visitor's newest pick the server has run
         refresh_pending = gr.Checkbox(False, visible=False)  # set in the browser (FEATURE_PICK_JS)
 
     @page_errors(outputs=4, status=2)
-    def on_features(path, res, n, name, ch, keep):  # the visitor's channel, or the strongest
+    def on_features(path, res, n, name, ch, keep, picked):  # the visitor's channel, or the strongest
         if not path:
             return [], None, NO_UPLOAD, 0
         model = store.get(name)
+        if keep and picked and picked["model"] == name:  # the slider may not show that pick yet (a deferred
+            ch = picked["channel"]                        # refresh reads it when it is sent, not when it runs)
         keep = keep and ch is not None and 0 <= int(ch) < model.config.channels
         tiles, image, text, ch = feature_view(model, path, res, n, int(ch) if keep else None)
         return (highlighted(tiles, ch), image, text,
                 gr.Slider(value=ch, maximum=model.config.channels - 1))
 
-    @page_errors(outputs=4, status=1)
+    @page_errors(outputs=5, status=1)
     def on_channel(path, res, n, ch, name, pending):  # the tile highlight follows the channel, or goes
         if not path:
-            return None, NO_UPLOAD, gr.skip(), gr.skip()
+            return None, NO_UPLOAD, gr.skip(), gr.skip(), gr.skip()
         tiles, image, text, ch = feature_view(store.get(name), path, res, n, ch)
         # the slider is the visitor's own, unless a refresh started before this pick set it back
-        return image, text, highlighted(tiles, ch), ch if pending else gr.skip()
+        return image, text, highlighted(tiles, ch), ch if pending else gr.skip(), {"model": name, "channel": ch}
 
-    @page_errors(outputs=4, status=2)
+    @page_errors(outputs=5, status=2)
     def on_pick_tile(path, res, n, name, evt: gr.SelectData):
         caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
         match = re.match(r"ch (\d+)", caption or "")
         ch = int(match.group(1)) if match else 0
         tiles, image, text, ch = feature_view(store.get(name), path, res, n, ch)
-        return ch, image, text, highlighted(tiles, ch)
+        return ch, image, text, highlighted(tiles, ch), {"model": name, "channel": ch}
 
     # .input: any change by the visitor (drag, arrow keys, a typed number), never the handlers' own updates;
     # a model switch re-runs the view (the tiles of another layer's channels would mislead). The tab's
     # events share one queue slot, so they run in the order they were triggered.
     in_turn = {"concurrency_id": "features", "concurrency_limit": 1}
     showing = gr.on([button.click, tab.select, top_n.input, picker.change], on_features,
-                    [upload, resolution, top_n, picker, channel, keep_pick], [gallery, large, summary, channel],
+                    [upload, resolution, top_n, picker, channel, keep_pick, last_pick], [gallery, large, summary, channel],
                     api_name="features", js=FEATURE_REFRESH_JS, **in_turn, **ALWAYS_LAST)
     showing.then(None, js=FEATURE_REFRESH_DONE_JS, api_visibility="private", show_progress="hidden")
     picking = channel.input(on_channel, [upload, resolution, top_n, channel, picker, refresh_pending],
-                            [large, summary, gallery, channel], api_name="show_channel", js=FEATURE_PICK_JS,
+                            [large, summary, gallery, channel, last_pick], api_name="show_channel", js=FEATURE_PICK_JS,
                             show_progress="minimal", **in_turn, **ALWAYS_LAST)
-    clicking = gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, large, summary, gallery],
+    clicking = gallery.select(on_pick_tile, [upload, resolution, top_n, picker], [channel, large, summary, gallery, last_pick],
                               api_name="pick_channel", js=FEATURE_TILE_JS, **in_turn)
     for event in (showing, picking, clicking):
         toast_failures(event, summary)

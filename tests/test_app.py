@@ -318,6 +318,11 @@ def test_client_features_ablation_and_model_switch(client, images):
     assert "Channel 2:" in summary and len(tiles["value"]) == 6 and shown == {"__type__": "update"}  # left alone
     *_, shown = client.predict(good, "trained", 6, 2, "tiny-block2_conv2", True, api_name="/show_channel")
     assert shown == 2  # unless a refresh was pending when the pick was made
+    client.predict(good, "trained", 6, 5, "tiny-block2_conv2", False, api_name="/show_channel")
+    *_, summary, kept = client.predict(good, "trained", 6, "tiny-block2_conv2", 2, True, api_name="/features")
+    assert kept["value"] == 5 and "Channel 5:" in summary  # the newest pick run, not the slider the refresh read
+    *_, other = client.predict(good, "trained", 6, "tiny-block1_conv2", 2, True, api_name="/features")
+    assert other["value"] == 2  # a pick made on another model is not this one's
     *_, metrics, status = client.predict(good, "trained", "quantize", 8, 0, 1, api_name="/ablate")
     assert metrics["ablation"].startswith("quantized to 1 bit") and status.startswith("good.png, tiny-block2_conv2: quantized")
     banner, info, *_ = client.predict("tiny-block1_conv2", api_name="/select_model")
