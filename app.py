@@ -41,9 +41,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
     parser.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS if p != "int8"],
-                        help="what the models compute in; auto: float16 on CUDA GPUs; on CPUs with VNNI/AMX "
-                             "the int8 file of each model folder that has one (training.quantize); bfloat16 "
-                             "on CPUs with AVX512-BF16/AMX (about 2x faster); else float32")
+                        help="what the models compute in (default: auto). auto: float16 on CUDA GPUs; on a CPU, "
+                             "the int8 file of each model folder that has one where the CPU has VNNI/AMX "
+                             "(training.quantize), with the rest of the decoder in bfloat16 on CPUs with "
+                             "AVX512-BF16/AMX (about 3x float32 in all) and float32 elsewhere; the other folders "
+                             "bfloat16 or float32. int8 is not offered on its own: only some folders have the "
+                             "file. float32 shows each model's own scores")
     return parser.parse_args(argv)
 
 

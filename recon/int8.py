@@ -128,8 +128,9 @@ class Int8Encoder:
 
     def __init__(self, model_content: bytes):
         self.model_content = model_content
-        self.interpreter = tflite_interpreter(model_content)  # LiteRT says "Created ... XNNPACK delegate"
-        self.interpreter.allocate_tensors()
+        self.interpreter = tflite_interpreter(model_content)
+        with native_stderr_hidden():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         # in the converted function's order: the feature map, then the trunk's output if any
         self._outputs = [d["index"] for d in self.interpreter.get_output_details()]

@@ -9,6 +9,7 @@ Optionally `encoder.int8.tflite`, the encoder quantized for precision "int8" (`r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 from dataclasses import dataclass
@@ -333,7 +334,9 @@ class Reconstructor:
         trained_size = batch.shape[1:3] == (self.config.image_size,) * 2 and keras.backend.backend() == "tensorflow"
         if trained_size and self._compiled is None:
             import tensorflow as tf
-            self._compiled = tf.function(lambda x: self._forward(x), autograph=False)
+            # a partial, not a lambda: TensorFlow counts traces per code object, so each model's first
+            # trace would count against one shared lambda ("5 out of the last 5 calls ... retracing")
+            self._compiled = tf.function(functools.partial(Reconstructor._forward, self), autograph=False)
         if self.int8_encoder is not None:  # the int8 file runs outside TensorFlow; the float part is the graph
             features, handover = self.int8_encoder.front(batch)
             outputs = self._compiled(handover) if trained_size else self._float_part(handover, training=False)

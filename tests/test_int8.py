@@ -2,7 +2,9 @@
 "auto" only where the CPU has int8 dot products and the folder has the file; with or without the
 decoder's residual trunk in the same file."""
 
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,3 +332,18 @@ def test_a_model_loaded_in_bfloat16_saves_float32_weights(trunk_folder, tmp_path
         f.visititems(lambda name, obj: dtypes.add(str(obj.dtype)) if isinstance(obj, h5py.Dataset) else None)
     assert dtypes == {"float32"}
     assert Reconstructor.from_pretrained(saved, precision="int8").int8_encoder.has_trunk  # still its file
+
+
+def test_running_an_int8_file_prints_nothing(int8_folder):
+    """LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." goes to the native stderr,
+    where pytest's capture cannot see it: a fresh process can."""
+    import subprocess
+    import sys
+    code = ("import numpy as np; from recon.int8 import Int8Encoder; "
+            f"e = Int8Encoder.load({str(int8_folder / INT8_ENCODER_FILE)!r}); "
+            "e(np.zeros((1, 32, 32, 3), 'float32')); e(np.zeros((2, 16, 16, 3), 'float32')); print('ran')")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "ran", result.stderr
+    assert "XNNPACK" not in result.stderr and "Created TensorFlow Lite" not in result.stderr

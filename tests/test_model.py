@@ -226,3 +226,19 @@ def test_reconstruct_refuses_what_it_cannot_read(tiny_config, bad, message):
         model.reconstruct(bad(image))
     with pytest.raises(ValueError, match=message):
         model.encode(bad(image))
+
+
+def test_many_models_in_one_process_do_not_warn_of_retracing(tiny_config):
+    """Each model traces its own graph once; TensorFlow counts traces per code object, so six models
+    whose graphs came from one lambda were taken for one function retracing (the app's Layers tab)."""
+    import logging
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        for _ in range(6):
+            Reconstructor(tiny_config).reconstruct_batch(np.zeros((1, 32, 32, 3), "float32"))  # the trained size
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert not [r for r in records if "retracing" in r.getMessage()]

@@ -29,8 +29,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--native", action="store_true", help="score at each image's own size")
     p.add_argument("--seed", type=int, default=0, help="picks the sample when there are more images")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
-                   help="what the model computes in (auto: int8 encoder where the folder has one and the "
-                        "CPU has VNNI/AMX, bfloat16 on CPUs with AVX512-BF16/AMX); metrics stay float64")
+                   help="what the model computes in (default: float32, the model's own scores). auto: the "
+                        "folder's int8 file (encoder, and the decoder's residual blocks where it holds them) "
+                        "where the CPU has VNNI/AMX, the rest in bfloat16 on CPUs with AVX512-BF16/AMX; "
+                        "metrics stay float64")
     args = p.parse_args(argv)
     require_folders(p, {"--model": args.model, "--data": args.data})
     return args
