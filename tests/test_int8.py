@@ -12,7 +12,7 @@ import pytest
 from recon import ModelFolderError, Reconstructor
 from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, quantize_encoder
 from recon.precision import resolve_precision
-from tests.conftest import smooth_image
+from tests.conftest import randomize_weights, smooth_image
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_trunk_and_tail_make_the_decoder():
         config = ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random", decoder_width=8,
                              num_res_blocks=2, upsample=upsample, feature_scale=[2.0] * 128)
         decoder = build_decoder(config)
-        decoder.set_weights([np.random.default_rng(i).normal(0, 0.2, w.shape) for i, w in enumerate(decoder.get_weights())])
+        randomize_weights(decoder)
         features = np.random.default_rng(9).random((2, 12, 20, 128)).astype(np.float32)
         trunk = decoder_trunk(decoder)(features)
         assert trunk.shape == (2, 12, 20, 8)

@@ -4,6 +4,7 @@ import pytest
 
 from recon import ModelFolderError, ReconConfig, Reconstructor, build_decoder, build_encoder
 from recon.config import VGG16_LAYERS
+from tests.conftest import randomize_weights
 
 
 def test_default_decoder_is_small():
@@ -61,7 +62,7 @@ def test_the_inference_decoder_computes_the_decoder(layer, upsample):
     from recon.decoder import inference_decoder
     cfg = ReconConfig(layer=layer, encoder_weights="random", decoder_width=8, num_res_blocks=1, upsample=upsample)
     decoder = build_decoder(cfg)
-    decoder.set_weights([np.random.default_rng(i).normal(0, 0.2, w.shape) for i, w in enumerate(decoder.get_weights())])
+    randomize_weights(decoder)
     features = np.random.default_rng(5).random((2, 6, 10, cfg.channels)).astype("float32")
     fast = inference_decoder(decoder, cfg)
     np.testing.assert_allclose(fast(features), decoder(features), atol=1e-6)
@@ -77,7 +78,7 @@ def test_the_inference_decoder_in_bfloat16_is_the_bfloat16_decoder():
                       upsample="pixel_shuffle")
     with dtype_policy("bfloat16"):
         decoder = build_decoder(cfg)
-    decoder.set_weights([np.random.default_rng(i).normal(0, 0.2, w.shape) for i, w in enumerate(decoder.get_weights())])
+    randomize_weights(decoder)
     features = np.random.default_rng(6).random((1, 6, 10, cfg.channels)).astype("float32")
     fast = inference_decoder(decoder, cfg)
     assert fast.get_layer("rgb_before_shuffle").compute_dtype == "bfloat16"
