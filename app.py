@@ -74,6 +74,7 @@ from recon.config import VGG16_LAYERS  # noqa: E402
 from recon.imageio import MAX_FILE_BYTES, to_uint8  # noqa: E402
 from recon.metrics import ERROR_MAP_MAX, error_map, image_metrics  # noqa: E402
 from recon.refine import feature_matching  # noqa: E402
+from recon.training_record import short_count  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 MODELS_DIR = ROOT / "models"
@@ -388,17 +389,30 @@ def compare_layers(models: list[Reconstructor], path, resolution: str = "trained
             tiles.append((to_uint8(rec.input), f"input {rec.input.shape[1]}×{rec.input.shape[0]}"))
         c = model.config
         tiles.append((to_uint8(rec.output), f"{c.layer} · {shown(m['psnr'], '.1f')} dB · SSIM {shown(m['ssim'], '.3f')} "
-                                            f"· LPIPS {shown(m['lpips'], '.3f')}"))
-        rows.append({"layer": c.layer, "stride": c.stride, "channels": c.channels, **m})
-    table = ["| layer | stride | channels | PSNR (dB) | SSIM | LPIPS ↓ |", "|---|---|---|---|---|---|"]
+                                            f"· LPIPS {shown(m['lpips'], '.3f')} · {training_tag(model)}"))
+        rows.append({"layer": c.layer, "stride": c.stride, "channels": c.channels, **m,
+                     "training": training_tag(model)})
+    table = ["| layer | stride | channels | PSNR (dB) | SSIM | LPIPS ↓ | training |", "|---|---|---|---|---|---|---|"]
     table += [f"| {r['layer']} | {r['stride']} | {r['channels']} | {shown(r['psnr'], '.2f')} | {shown(r['ssim'], '.3f')} "
-              f"| {shown(r['lpips'], '.3f')} |" for r in rows]
+              f"| {shown(r['lpips'], '.3f')} | {r['training']} |" for r in rows]
+    if any(m.training is None or not m.training.plateaued for m in models):
+        table += ["", "A model *still improving* had not reached its plateau when training stopped: part of what "
+                      "its reconstruction misses is undertraining, not what the layer has lost."]
     if any(r[k] is None for r in rows for k in ("psnr", "ssim", "lpips")):
         from recon.lpips import MIN_SIZE
         from recon.metrics import SSIM_MIN_SIZE
         table += ["", f"n/a: this input is too small for the metric (SSIM needs {SSIM_MIN_SIZE} px a side, "
                       f"LPIPS {MIN_SIZE['alex']} px)."]
     return tiles, quality_by_depth(rows), "\n".join(table)
+
+
+def training_tag(model: Reconstructor) -> str:
+    """How much training stands behind a model: "621k crops, still improving", "90k crops, plateaued"."""
+    record = model.training
+    if record is None:
+        return "training not recorded"
+    state = {True: "plateaued", False: "still improving", None: "plateau not measured"}[record.plateaued]
+    return f"{short_count(record.crops_seen)} crops, {state}"
 
 
 def shown(value, spec: str) -> str:
@@ -479,6 +493,7 @@ def model_info(model: Reconstructor, name: str, folder: Path | None) -> str:
              f"| Decoder | {model.decoder.count_params():,} parameters, width {c.decoder_width}, "
              f"{c.num_res_blocks} residual blocks, upsampling {c.upsample} |",
              f"| Trained size | {c.image_size}×{c.image_size} |",
+             f"| Training | {model.training.summary() if model.training else 'not recorded (no training.json)'} |",
              f"| Precision | {model.precision_name} (inputs, outputs and metrics in float32/float64) |",
              f"| Source | {shown_path(folder) if folder is not None else name} |"]
     meta, body = read_model_card(folder)

@@ -20,12 +20,13 @@ from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, LocalEntr
 
 from hub.card import CARD_FILE, SAMPLES_FILE, build_model_card, write_model_card, write_samples_image
 from recon.int8 import INT8_ENCODER_FILE as INT8_FILE  # no Keras; pushed and pulled where a folder has it
+from recon.training_record import TRAINING_FILE  # likewise
 
 # recon.pipeline.MODEL_FILES, spelled out so that a download needs no Keras (a test keeps the two equal).
 MODEL_FILES = ("config.json", "encoder.weights.h5", "decoder.weights.h5")
 # The training record the card summarizes, pushed where the folder has it. Never pushed: run_config.json
 # and split.json (local paths), backup/ and samples/ (checkpoints, one grid per epoch).
-RECORD_FILES = ("history.json", "metrics_summary.json", "loss_curve.png")
+RECORD_FILES = ("history.json", "metrics_summary.json", "loss_curve.png", TRAINING_FILE)
 
 __all__ = ["HubError", "build_model_card", "download", "from_pretrained", "push_to_hub", "write_model_card",
            "write_samples_image"]
@@ -96,7 +97,7 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
     what = f"cannot load {repo_id}" + (f" at revision {revision}" if revision else "")
     try:
         return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_dir=local_dir,
-                                      allow_patterns=[*MODEL_FILES, INT8_FILE, CARD_FILE], token=token, endpoint=endpoint))
+                                      allow_patterns=[*MODEL_FILES, INT8_FILE, CARD_FILE, TRAINING_FILE], token=token, endpoint=endpoint))
     except LocalEntryNotFoundError as e:  # the Hub unreachable (or offline mode) and nothing usable cached
         cache = local_dir or cache_dir or constants.HF_HUB_CACHE
         raise HubError(_reason(what, e.__cause__ or e, endpoint, token)

@@ -15,6 +15,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from recon.int8 import INT8_ENCODER_FILE as INT8_FILE
+from recon.training_record import PLATEAU_DB, TRAINING_FILE, TrainingRecord
 
 CARD_FILE = "README.md"
 # (key, label) of each score a card reports; the first three go into model-index as well
@@ -173,6 +174,10 @@ def _training(folder: Path) -> str | None:
     if run.get("init_from"):
         lines.append(f"- Warm start: from the model folder `{Path(str(run['init_from'])).name}` as it was then "
                      "(its own training came before the budget above)")
+    record = TrainingRecord.load(folder)
+    if record is not None:
+        caveat = "; its artefacts may be undertraining, not what the layer keeps" if record.plateaued is False else ""
+        lines.append(f"- How sure: {record.summary()}{caveat} (`{TRAINING_FILE}`; flat means under {PLATEAU_DB} dB)")
     decay = f"cosine decay over {run['minutes']:g} min" if run.get("minutes") else "cosine decay"
     lines.append(f"- Optimizer: Adam, peak learning rate {run.get('lr')} with {decay}; loss "
                  f"{run.get('alpha')} x L1 + {1 - run.get('alpha', 0.8):.2g} x (1 - SSIM)"

@@ -26,6 +26,7 @@ from recon.imageio import center_crop_square, checked_image, resize, to_float
 from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, holds_trunk
 from recon.metrics import image_metrics
 from recon.precision import dtype_policy, layer_precision, resolve_precision
+from recon.training_record import TrainingRecord
 
 CONFIG_FILE = "config.json"
 ENCODER_FILE = "encoder.weights.h5"
@@ -95,6 +96,7 @@ class Reconstructor:
             ValueError: an unknown precision, or "int8" without an `int8_encoder`.
         """
         self.config = config
+        self.training: TrainingRecord | None = None  # the folder's training.json, where it has one
         self._compiled = None  # the trained-size graph, traced on first use (reconstruct_batch)
         self.precision = resolve_precision(precision, int8_ready=int8_encoder is not None)
         if self.precision == "int8" and int8_encoder is None:
@@ -166,6 +168,7 @@ class Reconstructor:
                 warnings.warn(f"{e}; running it in {layer_precision(precision)}", stacklevel=3)
                 precision = layer_precision(precision)  # what the layers were built in
         model = cls(config, encoder, decoder, precision, int8_encoder)
+        model.training = TrainingRecord.load(folder)
         if int8_encoder is None and cls._int8_file_matches(folder, config):
             model.int8_file = (folder / INT8_ENCODER_FILE).read_bytes()  # kept for save_pretrained
             model._int8_decoder = weights_fingerprint(decoder)
@@ -251,6 +254,8 @@ class Reconstructor:
         else:  # another model's int8 encoder must not stay beside this one's weights
             (folder / INT8_ENCODER_FILE).unlink(missing_ok=True)
             self.config.int8_encoder_sha256 = self.config.int8_decoder_sha256 = None
+        if self.training is not None:
+            self.training.save(folder)
         self.config.save(folder / CONFIG_FILE)
         return folder
 

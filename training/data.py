@@ -224,6 +224,185 @@ class CachedCrops(keras.utils.PyDataset):
         return {}  # the cache holds only readable files' crops (FeatureCache.skipped names the others)
 
 
+def view_sizes(height: int, width: int, short_sides: list[int], stride: int) -> list[tuple[int, int, int, int]]:
+    """Per short side s: (resized height, resized width, kept height, kept width) of a photo resized so
+    its short side is s, aspect kept; the kept part (top left) is rounded down to a multiple of the
+    layer's stride, so its feature map covers every kept pixel."""
+    short = min(height, width)
+    sizes = [(max(1, round(height * s / short)), max(1, round(width * s / short))) for s in short_sides]
+    return [(h, w, h // stride * stride, w // stride * stride) for h, w in sizes]
+
+
+def cache_short_sides(image_size: int, crop_size: int, count: int) -> list[int]:
+    """`count` short sides, evenly spaced in log scale over the range random_crop draws from
+    (0.75x to 2x image_size, never under crop_size): whole photos at these scales hold the crops."""
+    low, high = max(0.75 * image_size, crop_size), max(2.0 * image_size, crop_size)
+    if count == 1:
+        return [round(math.sqrt(low * high))]
+    return [round(low * (high / low) ** (k / (count - 1))) for k in range(count)]
+
+
+@dataclass
+class FeatureMaps:
+    """An opened FeatureMapCache: flat memory maps and the table that cuts them into views."""
+
+    features: np.ndarray  # float16, every view's (h/stride, w/stride, channels) map, one after another
+    pixels: np.ndarray  # uint8, every view's (h, w, 3) RGB, likewise
+    views: np.ndarray  # int64 (views, 7): photo, scale, flip, h, w, feature offset, pixel offset
+    stride: int
+    channels: int
+
+
+class FeatureMapCache:
+    """The encoder's feature maps of whole training photos, each at a few scales and both flips,
+    float16 on disk, memory-mapped; `FeatureMapCrops` cuts random crops from them in feature space.
+
+    The encoder runs once per view of a photo, not once per training crop: a crop of k x k feature
+    cells (k = crop_size / stride) at any cell of any view is a training sample, its target the
+    matching crop_size x crop_size pixels. Crops see their real surroundings through the encoder's
+    receptive field, as the same region of a whole photo does at inference.
+
+    Files: `features.npy` (all views' feature maps, flattened one after another, float16),
+    `pixels.npy` (their RGB views, uint8, flattened likewise), `views.npy` (per view: photo index,
+    scale index, flip, height, width, feature offset, pixel offset; int64) and `meta.json`, written
+    last, so a half-built cache is rebuilt. The folder name hashes everything the maps depend on
+    (encoder, short sides, each file's path, size and mtime): a stale cache is never reused.
+    """
+
+    def __init__(self, root: Path, key: str):
+        self.dir = Path(root) / key
+        self.meta_path = self.dir / "meta.json"
+
+    @staticmethod
+    def key_for(encoder_id: dict, files: list[Path], short_sides: list[int]) -> str:
+        stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        blob = json.dumps(["maps", CACHE_FORMAT, encoder_id, stats, list(short_sides)], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def size_bytes(encoder, shapes: list[tuple[int, int]], short_sides: list[int]) -> int:
+        """Bytes on disk for photos of `shapes` (height, width) at `short_sides`, both flips."""
+        channels, stride = encoder.output.shape[-1], feature_stride(encoder)
+        total = 0
+        for h, w in shapes:
+            for _, _, vh, vw in view_sizes(h, w, short_sides, stride):
+                total += 2 * (vh * vw // stride ** 2 * channels * 2 + vh * vw * 3)
+        return total
+
+    def is_complete(self) -> bool:
+        return self.meta_path.is_file()
+
+    def open(self) -> FeatureMaps:
+        meta = json.loads(self.meta_path.read_text())
+        return FeatureMaps(np.load(self.dir / "features.npy", mmap_mode="r"),
+                           np.load(self.dir / "pixels.npy", mmap_mode="r"), np.load(self.dir / "views.npy"),
+                           int(meta["stride"]), int(meta["channels"]))
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(file, reason) of the files the build could not read."""
+        return [tuple(s) for s in json.loads(self.meta_path.read_text()).get("skipped", [])]
+
+    def build(self, encoder, files: list[Path], short_sides: list[int], workers: int = 1):
+        """Encode every view of every readable file and store it; returns `open()`. Photos are
+        decoded `workers` at a time, never all at once."""
+        stride, channels = feature_stride(encoder), encoder.output.shape[-1]
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        table, skipped = [], []
+        feature_offset = pixel_offset = 0
+        with (open(self.dir / "features.raw", "wb") as feature_file, open(self.dir / "pixels.raw", "wb") as pixel_file,
+              ThreadPoolExecutor(workers) as pool,
+              tqdm(total=len(files), desc="encoding photos", unit="photo") as bar):
+            def decoded(path):
+                try:
+                    return load_image(path)
+                except ImageLoadError as e:
+                    return str(e)
+            for index, image in enumerate(pool.map(decoded, files)):
+                bar.update(1)
+                if isinstance(image, str):
+                    skipped.append((str(files[index]), image))
+                    continue
+                for scale, (rh, rw, vh, vw) in enumerate(view_sizes(*image.shape[:2], short_sides, stride)):
+                    view = resize(image, rh, rw)[:vh, :vw]
+                    for flip in (0, 1):
+                        pixels = np.ascontiguousarray(view[:, ::-1] if flip else view)
+                        maps = encode_batches(encoder, pixels[None], 1)[0].astype(np.float16)
+                        feature_file.write(maps.tobytes())
+                        pixel_file.write(pixels.tobytes())
+                        table.append((index, scale, flip, vh, vw, feature_offset, pixel_offset))
+                        feature_offset += maps.size
+                        pixel_offset += pixels.size
+        for name, dtype, count in (("features", np.float16, feature_offset), ("pixels", np.uint8, pixel_offset)):
+            raw = self.dir / f"{name}.raw"
+            array = np.lib.format.open_memmap(self.dir / f"{name}.npy", "w+", dtype, (count,))
+            array[:] = np.fromfile(raw, dtype)
+            array.flush()
+            del array
+            raw.unlink()
+        np.save(self.dir / "views.npy", np.array(table, np.int64).reshape(-1, 7))
+        self.meta_path.write_text(json.dumps({"stride": stride, "channels": int(channels),
+                                              "short_sides": list(short_sides), "views": len(table),
+                                              "skipped": skipped}))
+        return self.open()
+
+
+def feature_stride(encoder) -> int:
+    """The encoder's stride: input pixels per feature cell (VGG16: 2 ** pooling layers)."""
+    side = 64
+    return side // encoder.compute_output_shape((None, side, side, 3))[1]
+
+
+class FeatureMapCrops(keras.utils.PyDataset):
+    """Random crops of cached feature maps (`FeatureMaps`), as (features, target pixels) batches,
+    float32, the targets in [0, 1].
+
+    Sample i of an epoch comes from photo i mod n (n readable photos), its view (scale, flip) and
+    position drawn from (seed, epoch, i), the position on the stride grid: batch b of an epoch is the
+    same on every run, and a run resumed mid-epoch starts at any batch (`set_epoch(epoch, first_batch)`).
+    """
+
+    def __init__(self, maps: FeatureMaps, crop_size: int, crops_per_image: int, batch_size: int, seed: int):
+        super().__init__()
+        if crop_size % maps.stride:
+            raise ValueError(f"crop size {crop_size} is not a multiple of the feature maps' stride {maps.stride}")
+        self.maps, self.crop_size, self.batch_size, self.seed = maps, crop_size, batch_size, seed
+        photos = maps.views[:, 0]
+        self.views_of = [np.flatnonzero(photos == p) for p in np.unique(photos)]
+        self.count = len(self.views_of) * crops_per_image
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Serve `epoch`'s batches from `first_batch` on (a run resumed mid-epoch skips what it trained)."""
+        self.epoch, self.first_batch = epoch, first_batch
+        self.order = np.random.default_rng([self.seed, epoch]).permutation(self.count)
+
+    def __len__(self):
+        return math.ceil(self.count / self.batch_size) - self.first_batch
+
+    def __getitem__(self, index):
+        start = (self.first_batch + index) * self.batch_size
+        pairs = [self.sample(int(i)) for i in self.order[start:start + self.batch_size]]
+        return (np.stack([f for f, _ in pairs]).astype(np.float32),
+                np.stack([p for _, p in pairs]).astype(np.float32) / 255.0)
+
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(feature crop (k, k, C) float16, pixel crop (crop_size, crop_size, 3) uint8) of sample i,
+        k = crop_size / stride. Every view's kept short side is at least crop_size (cache_short_sides)."""
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        view = rng.choice(self.views_of[i % len(self.views_of)])
+        _, _, _, h, w, feature_offset, pixel_offset = (int(x) for x in self.maps.views[view])
+        s, k, c = self.maps.stride, self.crop_size // self.maps.stride, self.maps.channels
+        maps = self.maps.features[feature_offset:feature_offset + h * w // s ** 2 * c].reshape(h // s, w // s, c)
+        pixels = self.maps.pixels[pixel_offset:pixel_offset + h * w * 3].reshape(h, w, 3)
+        top, left = int(rng.integers(0, h // s - k + 1)), int(rng.integers(0, w // s - k + 1))
+        return (np.asarray(maps[top:top + k, left:left + k]),
+                np.asarray(pixels[top * s:(top + k) * s, left * s:(left + k) * s]))
+
+    def take_skipped(self) -> dict[str, str]:
+        return {}  # the cache holds only readable files' views (FeatureMapCache.skipped names the others)
+
+
 class UnreadableFiles:
     """The files a streaming dataset could not read, with why; `take` returns those met since it was
     last called (fit asks once an epoch, for that epoch's log line)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from recon.config import VGG16_LAYERS, ReconConfig
 from recon.metrics import SSIM_MIN_SIZE
 from recon.startup import require_folders, start_tensorflow_quietly
+from recon.training_record import TrainingRecord
 
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of the peak learning rate
 RECIPE_UPSAMPLE_WIDTHS = (48, 32, 16, 8)  # the bundled recipe's x2 stages, the first ones a layer needs
@@ -68,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"))
     p.add_argument("--cache-max-gb", type=float, default=20.0,
                    help="largest feature cache to build; a bigger one (or one over the free disk) streams instead")
+    p.add_argument("--cache-scales", type=positive_int, default=3,
+                   help="scales each photo is encoded at for the feature cache (with --crop-size): short sides "
+                        "spaced evenly in log scale from 0.75x to 2x --image-size, the range of --no-cache's crops")
     p.add_argument("--no-cache", action="store_true",
                    help="stream fresh crops from the files every epoch, encoded inside the training step "
                         "(fastest on a GPU; any folder size)")
@@ -134,17 +138,19 @@ if __name__ == "__main__":
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from recon.decoder import build_decoder  # noqa: E402
 from recon.encoder import build_encoder  # noqa: E402
 from recon.pipeline import ModelFolderError, Reconstructor  # noqa: E402
 from recon.precision import resolve_precision, training_policy  # noqa: E402
-from training.data import (CachedCrops, EvalViews, FeatureCache, OnTheFlyCrops, StreamingCrops,  # noqa: E402
-                           encode_batches, feature_rms, find_images, hash_split, image_grid, load_image_set,
+from training.data import (CachedCrops, EvalViews, FeatureCache, FeatureMapCache, FeatureMapCrops,  # noqa: E402
+                           OnTheFlyCrops, StreamingCrops, cache_short_sides, encode_batches, feature_rms, find_images, hash_split, image_grid, load_image_set,
                            record_skipped, save_png, save_split, split_folders)
 from training.distribute import release_devices, setup_devices, share_batches  # noqa: E402
 from training.losses import make_loss, psnr_metric, ssim_metric  # noqa: E402
 from training.plots import plot_history  # noqa: E402
+from training.record import record_from_history  # noqa: E402
 
 
 def main(argv=None, callbacks=()) -> Path:
@@ -178,6 +184,8 @@ def main(argv=None, callbacks=()) -> Path:
                                else args.precision if args.precision in TRAINING_POLICIES
                                else training_policy(args.precision))
     args.crop_seed = crop_seed(args)
+    if not args.resume:
+        args.crops_before = crops_before(args.init_from)
     out.mkdir(parents=True, exist_ok=True)
     save_run_config(out, args)
     keras.utils.set_random_seed(args.seed)
@@ -205,6 +213,22 @@ def crop_seed(args: argparse.Namespace) -> int:
     return int(before.get("crop_seed", before.get("seed", args.seed))) + 1
 
 
+def crops_before(init_from: str | None) -> int:
+    """Crops behind a warm start's starting weights: its training.json's count; for an older folder
+    without one, its kept epoch's steps x batch size (its own starting point unknown, so 0)."""
+    if not init_from:
+        return 0
+    record = TrainingRecord.load(init_from)
+    if record is not None:
+        return record.crops_seen
+    try:
+        history = json.loads((Path(init_from) / "history.json").read_text())
+        batch = json.loads((Path(init_from) / "run_config.json").read_text())["batch_size"]
+        return int(max(history, key=lambda h: h["val_psnr"])["step"]) * int(batch)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def save_run_config(out: Path, args: argparse.Namespace) -> None:
     """The run's arguments as resolved, which --resume reads back (the saved settings win)."""
     (out / "run_config.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True) + "\n")
@@ -214,15 +238,10 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
     train_files, val_files = split_files(args, out)
     cfg, start = starting_config(args, out)
     encoder = build_encoder(cfg)
-    train_data, features = training_batches(args, out, cfg, encoder, train_files)
-    cached = features is not None
+    train_data, cached = training_batches(args, out, cfg, encoder, train_files)
     if cfg.feature_scale is None:  # from the features of the first 256 training crops
-        if cached:
-            sample = features[:256]
-        else:
-            crops = [train_data[i][0] for i in range(min(len(train_data), 256 // args.batch_size))]
-            sample = encode_batches(encoder, np.concatenate(crops), args.batch_size)
-        cfg.feature_scale = feature_rms(sample)
+        first = np.concatenate([train_data[i][0] for i in range(min(len(train_data), -(-256 // args.batch_size)))])
+        cfg.feature_scale = feature_rms(first if cached else encode_batches(encoder, first, args.batch_size))
     # a warm start trains the loaded decoder's weights on (in this run's precision); a resumed run
     # gets its weights from the backup
     decoder = build_decoder(cfg)
@@ -255,7 +274,8 @@ def train(args: argparse.Namespace, out: Path, callbacks=()) -> Path:
         inputs, targets = val_data[0]
         model.evaluate(inputs, targets, batch_size=len(targets), verbose=0)
 
-    history = EpochLog(out, args.epochs, [train_data, val_data])
+    history = EpochLog(out, args.epochs, [train_data, val_data], getattr(args, "crops_before", 0) or 0,
+                       args.batch_size)
     best = max((h["val_psnr"] for h in history.records), default=None)
     fit_callbacks = [
         StepBackup(out / "backup", train_data, args.save_every),
@@ -330,48 +350,86 @@ def starting_config(args: argparse.Namespace, out: Path) -> tuple[ReconConfig, R
 
 
 def training_batches(args: argparse.Namespace, out: Path, cfg: ReconConfig, encoder: keras.Model,
-                     train_files: list[Path]) -> tuple[keras.utils.PyDataset, np.ndarray | None]:
-    """The training batches, and the cached features they serve (None when they are images).
+                     train_files: list[Path]) -> tuple[keras.utils.PyDataset, bool]:
+    """The training batches, and whether they serve cached features (else images).
 
-    Crops streamed from the files, the encoder inside the training step (--no-cache); the same
-    crops cut from images decoded up front (--in-memory); or the encoder's features of a fixed set
-    of crops, cached on disk (the default, if it fits under --cache-max-gb and on the disk).
+    The default, where it fits under --cache-max-gb and on the disk: crops cut in feature space from
+    the encoder's feature maps of whole photos at --cache-scales scales and both flips, encoded once
+    (`FeatureMapCache`); for whole-image training (no --crop-size), the features of a fixed set of
+    views (`FeatureCache`). Otherwise crops streamed from the files, the encoder inside the training
+    step (--no-cache), or the same crops cut from images decoded up front (--in-memory).
     """
     encoder_id = {"backbone": cfg.backbone, "layer": cfg.layer, "weights": cfg.encoder_weights,
                   "seed": cfg.encoder_seed, "policy": keras.config.dtype_policy().name}
-    cache = None
     if not (args.no_cache or args.in_memory):
-        cache = FeatureCache(Path(args.cache_dir), FeatureCache.key_for(
-            encoder_id, train_files, args.crop_size, cfg.image_size, args.crops_per_image, args.crop_seed))
-        problem = None if cache.is_complete() else cache_problem(
-            encoder, len(train_files) * args.crops_per_image, args.crop_size or cfg.image_size, args.cache_max_gb,
-            cache.dir)
+        if args.crop_size:
+            short_sides = cache_short_sides(cfg.image_size, args.crop_size, args.cache_scales)
+            cache = FeatureMapCache(Path(args.cache_dir), FeatureMapCache.key_for(encoder_id, train_files, short_sides))
+            size = None if cache.is_complete() else FeatureMapCache.size_bytes(
+                encoder, photo_shapes(train_files), short_sides)
+            what = f"{len(train_files)} photos x {len(short_sides)} scales (short side {short_sides} px) x 2 flips"
+        else:
+            cache = FeatureCache(Path(args.cache_dir), FeatureCache.key_for(
+                encoder_id, train_files, args.crop_size, cfg.image_size, args.crops_per_image, args.crop_seed))
+            count = len(train_files) * args.crops_per_image
+            size = None if cache.is_complete() else FeatureCache.size_bytes(encoder, count, cfg.image_size)[0]
+            what = f"{count} views"
+        problem = size is not None and cache_problem(what, size, args.cache_max_gb, cache.dir)
         if problem:
             print(f"feature cache: {problem}: streaming instead, the encoder in every training step "
                   "(raise --cache-max-gb to cache anyway, or pass --no-cache to skip this check)")
-            cache, args.no_cache = None, True  # recorded, so that --resume trains the same way
+            args.no_cache = True  # recorded, so that --resume trains the same way
             save_run_config(out, args)
-    if cache is not None:
-        if cache.is_complete():
-            print(f"feature cache: reusing {cache.dir}")
-            features, targets = cache.open()
         else:
-            features, targets = cache.build(encoder, train_files, args.crop_size, cfg.image_size,
-                                            args.crops_per_image, args.crop_seed, workers=args.workers)
-        skipped = dict(cache.skipped())
-        note_skipped(out, skipped)
-        print(f"feature cache: {len(targets)} crops ({len(skipped)} unreadable skipped)")
-        if not len(targets):
-            raise SystemExit("none of the training files is a readable image")
-        return CachedCrops(features, targets, args.batch_size, args.crop_seed), features
+            if size is not None and isinstance(cache, FeatureMapCache):
+                print(f"feature cache: {what}, float16 maps + pixels = {size / 1e9:.2f} GB in {cache.dir}")
+            return cached_batches(args, out, cfg, encoder, train_files, cache), True
     if args.in_memory:
         train = load_image_set(train_files, "loading train images")
         note_skipped(out, dict(train.skipped))
         print(f"data: {len(train.images)} images in memory ({len(train.skipped)} unreadable skipped)")
         return OnTheFlyCrops(train.images, args.crop_size, cfg.image_size, args.crops_per_image,
-                             args.batch_size, args.crop_seed, workers=args.workers), None
+                             args.batch_size, args.crop_seed, workers=args.workers), False
     return StreamingCrops(train_files, args.crop_size, cfg.image_size, args.crops_per_image,
-                          args.batch_size, args.crop_seed, workers=args.workers), None
+                          args.batch_size, args.crop_seed, workers=args.workers), False
+
+
+def cached_batches(args, out, cfg, encoder, train_files, cache) -> keras.utils.PyDataset:
+    """Open `cache`, building it first if it is not complete; batches of (features, target pixels)."""
+    if cache.is_complete():
+        print(f"feature cache: reusing {cache.dir}")
+    elif isinstance(cache, FeatureMapCache):
+        cache.build(encoder, train_files, cache_short_sides(cfg.image_size, args.crop_size, args.cache_scales),
+                    workers=args.workers)
+    else:
+        cache.build(encoder, train_files, args.crop_size, cfg.image_size, args.crops_per_image, args.crop_seed,
+                    workers=args.workers)
+    skipped = dict(cache.skipped())
+    note_skipped(out, skipped)
+    if isinstance(cache, FeatureMapCache):
+        maps = cache.open()
+        data = FeatureMapCrops(maps, args.crop_size, args.crops_per_image, args.batch_size, args.crop_seed)
+        print(f"feature cache: {len(maps.views)} views of {len(data.views_of)} photos, "
+              f"{(maps.features.nbytes + maps.pixels.nbytes) / 1e9:.2f} GB ({len(skipped)} unreadable skipped)")
+    else:
+        features, targets = cache.open()
+        data = CachedCrops(features, targets, args.batch_size, args.crop_seed)
+        print(f"feature cache: {len(targets)} crops ({len(skipped)} unreadable skipped)")
+    if not (len(data.views_of) if isinstance(data, FeatureMapCrops) else len(data.targets)):
+        raise SystemExit("none of the training files is a readable image")
+    return data
+
+
+def photo_shapes(files: list[Path]) -> list[tuple[int, int]]:
+    """(height, width) of each readable file from its header (no decoding), to size the cache."""
+    shapes = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                shapes.append(im.size[::-1])
+        except (OSError, ValueError, Image.DecompressionBombError):
+            pass
+    return shapes
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -379,9 +437,10 @@ class EpochLog(keras.callbacks.Callback):
     unreadable files the datasets met in the epoch are counted in its line and recorded in
     skipped.json (and split.json)."""
 
-    def __init__(self, out: Path, epochs: int, datasets):
+    def __init__(self, out: Path, epochs: int, datasets, crops_before: int = 0, batch_size: int = 1):
         super().__init__()
         self.path, self.out, self.epochs, self.datasets = out / "history.json", out, epochs, datasets
+        self.crops_before, self.batch_size = crops_before, batch_size
         self.records = json.loads(self.path.read_text()) if self.path.exists() else []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -396,10 +455,12 @@ class EpochLog(keras.callbacks.Callback):
         self.records = [r for r in self.records if r["epoch"] < epoch + 1] + [record]
         self.path.write_text(json.dumps(self.records, indent=1) + "\n")
         plot_history(self.records, self.out / "loss_curve.png")
+        record_from_history(self.records, self.batch_size, self.crops_before).save(self.out)
         note_skipped(self.out, skipped, epoch + 1)
         print(f"epoch {epoch + 1}/{self.epochs}: loss {record['loss']:.4f} val_loss {record['val_loss']:.4f} "
               f"val_psnr {record['val_psnr']:.2f} val_ssim {record['val_ssim']:.4f} ({record['seconds']:.0f} s)"
               + (f", {len(skipped)} unreadable skipped" if skipped else ""), flush=True)
+
 
 
 def note_skipped(out: Path, skipped: dict[str, str], epoch: int | None = None) -> None:
@@ -470,11 +531,10 @@ class StepBackup(keras.callbacks.BackupAndRestore):
         os.replace(folder / "next.json", self._training_metadata_path)
 
 
-def cache_problem(encoder, crops: int, side: int, max_gb: float, folder: Path) -> str | None:
-    """Why a feature cache of `crops` crops should not be built in `folder`, or None: over `max_gb`,
+def cache_problem(what: str, size: int, max_gb: float, folder: Path) -> str | None:
+    """Why a feature cache of `size` bytes should not be built in `folder`, or None: over `max_gb`,
     or over the disk's free space."""
-    size, feature_shape = FeatureCache.size_bytes(encoder, crops, side)
-    what = f"{crops} crops x {feature_shape} float16 + targets = {size / 1e9:.3g} GB"
+    what = f"{what} = {size / 1e9:.3g} GB"
     existing = next(p for p in [folder, *folder.parents] if p.exists())
     free = shutil.disk_usage(existing).free
     if size > max_gb * 1e9:
