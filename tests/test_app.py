@@ -14,6 +14,7 @@ from PIL import Image
 
 import app
 from recon import ReconConfig, Reconstructor
+from recon.training_record import TrainingRecord
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,7 @@ def models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     Reconstructor(tiny_config()).save_pretrained(root / "tiny-block2_conv2")
     Reconstructor(tiny_config("block1_conv2", 64)).save_pretrained(root / "tiny-block1_conv2")
+    TrainingRecord(12_000, 0.5).save(root / "tiny-block1_conv2")  # the other folder records no training
     return root
 
 
@@ -165,6 +167,10 @@ def test_compare_layers_goes_shallow_to_deep(models_dir, images):
     assert [caption.split(" ·")[0] for _, caption in tiles] == ["input 32×32", "block1_conv2", "block2_conv2"]
     assert all(t.shape == (32, 32, 3) for t, _ in tiles) and "dB" in tiles[1][1] and "LPIPS" in tiles[2][1]
     assert table.count("\n| block") == 2 and len(figure.axes) == 2
+    assert tiles[1][1].endswith("12k crops, still improving") and tiles[2][1].endswith("training not recorded")
+    assert "undertraining, not what the layer has lost" in table
+    block1 = store.get("tiny-block1_conv2")
+    assert "trained on 12k crops; still improving: +0.50 dB" in app.model_info(block1, "b1", models_dir / "tiny-block1_conv2")
     with pytest.raises(gr.Error, match="Upload an image"):
         app.compare_layers(store.one_per_layer(), None)
 
