@@ -18,7 +18,7 @@ from huggingface_hub import HfApi, constants, get_token, snapshot_download
 from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled,
                                     RepositoryNotFoundError, RevisionNotFoundError)
 
-from hub.card import CARD_FILE, SAMPLES_FILE, build_model_card, write_model_card, write_samples_image
+from .card import CARD_FILE, SAMPLES_FILE, build_model_card, write_model_card, write_samples_image
 from recon.int8 import INT8_ENCODER_FILE as INT8_FILE  # no Keras; pushed and pulled where a folder has it
 from recon.training_record import TRAINING_FILE  # likewise
 
@@ -100,9 +100,12 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
                                       allow_patterns=[*MODEL_FILES, INT8_FILE, CARD_FILE, TRAINING_FILE], token=token, endpoint=endpoint))
     except LocalEntryNotFoundError as e:  # the Hub unreachable (or offline mode) and nothing usable cached
         cache = local_dir or cache_dir or constants.HF_HUB_CACHE
+        offline = isinstance(e.__cause__, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE
+        retry = "unset HF_HUB_OFFLINE and try again" if offline else "try again once the Hub can be reached"
         raise HubError(_reason(what, e.__cause__ or e, endpoint, token)
-                       + f", and it is not cached in {cache}. Pull it once with network (python -m hub pull "
-                       f"{repo_id}) or pass a local model folder instead") from e
+                       + f", and it is not cached in {cache}. {retry[0].upper()}{retry[1:]}; or, on a machine with "
+                       f"network, save it as a folder with `python -m hub pull {repo_id} --to DIR`, copy DIR here "
+                       "and pass DIR instead") from e
     except RepositoryNotFoundError as e:
         raise HubError(f"{what}: it is neither a local model folder nor a repo on {endpoint} (a private repo "
                        "needs a token: set HF_TOKEN or run `hf auth login`)") from e

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hub import HubError, _load, download, push_to_hub
-from hub.space import push_space
+from . import HubError, _load, download, push_to_hub
+from .space import push_space
 from recon.startup import require_folders, start_tensorflow_quietly
 
 

@@ -22,8 +22,8 @@ import httpx2  # huggingface_hub's HTTP client: its transport errors mean "no ne
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, SpaceCard, SpaceCardData
 from huggingface_hub.errors import HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError
 
-from hub import INT8_FILE, MODEL_FILES, HubError, _load, _reason
-from hub.card import CARD_FILE
+from . import INT8_FILE, MODEL_FILES, HubError, _load, _reason
+from .card import CARD_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_FILE = "app.py"

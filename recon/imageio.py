@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -164,9 +165,18 @@ def checked_image(image, what: str = "image") -> np.ndarray:
     are clipped).
 
     Raises:
+        TypeError: a file path or a PIL image instead of an array; the message points at `load_image`,
+            which reads either the way the library expects (EXIF orientation, any mode, transparency).
         ValueError: any other dtype (bool, signed or wider integers, complex), non-finite values, or
             floats outside [0, 1] (a 0..255 float image, say), with what was found.
     """
+    if isinstance(image, (str, os.PathLike)):
+        raise TypeError(f"{what}: expected an image array, got the path {str(image)!r}: "
+                        f"read it with recon.load_image({str(image)!r}) first")
+    if isinstance(image, (bytes, Image.Image)):
+        kind = "bytes" if isinstance(image, bytes) else "a PIL image"
+        raise TypeError(f"{what}: expected an image array, got {kind}: read the file (or its bytes) with "
+                        "recon.load_image(...) first")
     image = np.asarray(image)
     if image.dtype == np.uint8:
         return image
@@ -191,5 +201,15 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def save_image(image: np.ndarray, path: str | Path) -> None:
-    """Write an (H, W, 3) image (see `checked_image` for the dtypes taken) in the format the suffix names."""
+    """Write an image to a file, in the format its suffix names (.png, .jpg, .webp, ...).
+
+    Args:
+        image: (H, W, 3) or (H, W): floats in [0, 1] (a reconstruction's `output`), uint8 or uint16;
+            see `checked_image`. Floats are rounded to 8 bits.
+        path: the file to write; its folder must exist.
+
+    Example:
+        >>> rec = model.reconstruct(load_image("photo.jpg"))
+        >>> save_image(rec.output, "photo_block3.png")
+    """
     Image.fromarray(to_uint8(checked_image(image))).save(path)

@@ -1,7 +1,8 @@
-"""Quiet start-up for the command-line tools: TensorFlow's C++ log lines kept off the console.
+"""Quiet start-up for the command-line tools and the library: TensorFlow's C++ log lines kept off the console.
 
 Imports nothing heavy itself, so a tool can parse its arguments (and answer --help) first and load
-TensorFlow after. `import recon` is just as light: its names load on first use.
+TensorFlow after. `import recon` is just as light: its names load on first use, and the first one
+that needs Keras calls `start_tensorflow_quietly` before importing it.
 """
 
 from __future__ import annotations

@@ -190,3 +190,30 @@ def test_folder_walk_takes_every_format_pillow_opens_and_lists_unreadable_ones(t
     loaded = load_image_set(files)
     assert [p.name for p, _ in loaded.skipped] == ["d.heic"]
     assert len(loaded.images) == len(files) - 1
+
+
+# -- a path or a PIL image where an array belongs; save_image --------------------------------------
+def test_a_path_or_a_pil_image_where_an_array_belongs_points_at_load_image(tiny_config, tmp_path):
+    from recon import Reconstructor
+    model = Reconstructor(tiny_config)
+    with pytest.raises(TypeError, match=r"got the path 'photo.jpg': read it with recon.load_image\('photo.jpg'\)"):
+        model.reconstruct("photo.jpg")
+    with pytest.raises(TypeError, match=r"got the path .*x.png.*recon.load_image"):
+        model.reconstruct(tmp_path / "x.png")
+    with pytest.raises(TypeError, match=r"got a PIL image: .*recon.load_image"):
+        model.reconstruct(Image.new("RGB", (32, 32)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_save_image_writes_floats_in_0_1_and_uint8_from_the_package_root(dtype, tmp_path):
+    from recon import save_image
+    image = np.random.default_rng(0).random((12, 20, 3)).astype(np.float32)
+    if dtype == "uint8":
+        image = (image * 255).round().astype(np.uint8)
+    save_image(image, tmp_path / "out.png")
+    back = load_image(tmp_path / "out.png")
+    expected = image if dtype == "uint8" else (image * 255 + 0.5).astype(np.uint8)
+    assert back.shape == (12, 20, 3) and np.array_equal(back, expected)
+    in_0_255 = image.astype(np.float32) * (255 if dtype == "float32" else 1)
+    with pytest.raises(ValueError, match="looks like 0..255"):
+        save_image(in_0_255, tmp_path / "bad.png")

@@ -39,3 +39,13 @@ def test_a_failing_tool_prints_its_error_and_no_tensorflow_start_up_lines(tmp_pa
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"--model: {tmp_path / 'not_a_model'} is missing config.json, decoder.weights.h5"]
+
+
+def test_the_first_name_that_needs_tensorflow_starts_it_without_its_c_plus_plus_lines():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the default a user has
+    code = ("import recon; recon.Reconstructor; import keras; "
+            "print(keras.ops.convert_to_numpy(keras.ops.ones(2)).sum())")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 0 and result.stdout.split() == ["2.0"], result.stderr
+    assert result.stderr == ""  # no oneDNN note, no "Could not find cuda drivers", no failed cuInit
