@@ -65,3 +65,10 @@ def test_the_readme_example_runs_from_an_empty_folder_after_pip_install(tmp_path
     from PIL import Image
     with Image.open(work / output) as image:
         assert image.mode == "RGB" and min(image.size) >= 224
+
+
+def test_in_a_checkout_recon_hub_is_the_hub_package_imported_on_first_use():
+    code = ("import sys, recon; print('hub' in sys.modules); from recon import hub; import hub as top; "
+            "import recon.hub; print(hub is top is sys.modules['recon.hub'], recon.BUNDLED_MODELS.name)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", "True", "models"], result.stderr
