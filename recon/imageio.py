@@ -127,13 +127,29 @@ def list_images(folder: str | Path) -> list[Path]:
     """All files under `folder` (recursively) that are or look like images, sorted for determinism.
 
     Files of formats Pillow cannot open here (.heic without a plugin, raw camera files) are listed
-    too: loading them raises ImageLoadError, so callers count and name them.
+    too: loading them raises ImageLoadError, so callers count and name them. Symlinked folders are
+    followed (the usual way to assemble a data set without copying), each real folder once: a link
+    back up the tree, or a second link to a folder already walked, adds nothing. Paths are listed as
+    reached, through the links.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
     suffixes = image_suffixes()
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    found, walked = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            status = os.stat(root)
+        except OSError:  # a link whose target went away under the walk
+            dirs[:] = []
+            continue
+        if (status.st_dev, status.st_ino) in walked:
+            dirs[:] = []  # a loop, or a folder reached before by another path
+            continue
+        walked.add((status.st_dev, status.st_ino))
+        dirs.sort()  # the walk's order, so that which of two links to one folder counts is deterministic
+        found += [p for p in (Path(root) / name for name in files) if p.suffix.lower() in suffixes and p.is_file()]
+    return sorted(found)
 
 
 def center_crop_square(image: np.ndarray) -> np.ndarray:

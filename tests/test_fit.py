@@ -95,7 +95,7 @@ def test_resume_continues_from_the_last_finished_epoch(tmp_path, photo_dir, caps
     with pytest.raises(KeyboardInterrupt):
         run_fit(photo_dir, out, cache, "--epochs", "3", "--no-cache", callbacks=[StopMidEpoch()])
     assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1]
-    assert "continue with --resume" in capsys.readouterr().out
+    assert f"continue with python -m training.fit --resume --out {out}" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--resume"):
         run_fit(photo_dir, out, cache, "--epochs", "3")
     checkpoint = (out / "decoder.weights.h5").read_bytes()

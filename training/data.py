@@ -7,6 +7,8 @@ import hashlib
 import json
 import math
 import shutil
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from recon.atomic import write_atomically, write_json_atomically
 from recon.imageio import ImageLoadError, center_crop_square, list_images, load_image, resize
 
 CACHE_FORMAT = 1
@@ -28,6 +31,37 @@ class ImageSet:
     files: list[Path]
     images: list[np.ndarray]
     skipped: list[tuple[Path, str]]
+
+
+class LogProgress:
+    """tqdm's `update` and context manager, printing a plain line at every tenth of the total: a bar's
+    carriage-return redraws pile up in a log file (a cache build of 30,000 photos would write
+    thousands of them into one line)."""
+
+    def __init__(self, total: int, desc: str, unit: str):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.done, self.shown, self.start = 0, 0, time.time()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        tenth = 10 * self.done // max(self.total, 1)
+        if tenth > self.shown:
+            self.shown = tenth
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit}s ({10 * tenth}%, "
+                  f"{time.time() - self.start:.0f} s)", flush=True)
+
+
+def progress(total: int, desc: str, unit: str):
+    """A tqdm bar on a terminal; into a file or pipe, a `LogProgress` line at every tenth done."""
+    if sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, unit=unit)
+    return LogProgress(total, desc, unit)
 
 
 def file_sha1(path: Path) -> str:
@@ -177,7 +211,7 @@ class FeatureCache:
             done += len(batch)
             bar.update(len(batch))
 
-        with ThreadPoolExecutor(workers) as pool, tqdm(total=count, desc="extracting features", unit="crop") as bar:
+        with ThreadPoolExecutor(workers) as pool, progress(count, "extracting features", "crop") as bar:
             for first in range(0, len(sources), 4 * batch_size):  # a few batches of files in flight at a time
                 chunk = range(first, min(first + 4 * batch_size, len(sources)))
                 for i, crops in zip(chunk, pool.map(views, chunk)):
@@ -191,8 +225,8 @@ class FeatureCache:
             if pending:
                 store(np.stack(pending))
         features.flush(), targets.flush()
-        self.meta_path.write_text(json.dumps({"count": done, "feature_shape": list(feature_shape),
-                                              "skipped": skipped}))
+        write_json_atomically(self.meta_path, {"count": done, "feature_shape": list(feature_shape),
+                                               "skipped": skipped})
         return self.open()
 
 
@@ -312,7 +346,7 @@ class FeatureMapCache:
         feature_offset = pixel_offset = 0
         with (open(self.dir / "features.raw", "wb") as feature_file, open(self.dir / "pixels.raw", "wb") as pixel_file,
               ThreadPoolExecutor(workers) as pool,
-              tqdm(total=len(files), desc="encoding photos", unit="photo") as bar):
+              progress(len(files), "encoding photos", "photo") as bar):
             def decoded(path):
                 try:
                     return load_image(path)
@@ -341,9 +375,9 @@ class FeatureMapCache:
             del array
             raw.unlink()
         np.save(self.dir / "views.npy", np.array(table, np.int64).reshape(-1, 7))
-        self.meta_path.write_text(json.dumps({"stride": stride, "channels": int(channels),
-                                              "short_sides": list(short_sides), "views": len(table),
-                                              "skipped": skipped}))
+        write_json_atomically(self.meta_path, {"stride": stride, "channels": int(channels),
+                                               "short_sides": list(short_sides), "views": len(table),
+                                               "skipped": skipped})
         return self.open()
 
 
@@ -532,7 +566,7 @@ def save_split(path: Path, data_root, train_files: list[Path], val_files: list[P
         "val": [{"file": str(p), "sha1": file_sha1(p)} for p in val_files],
         "skipped": [{"file": str(p), "reason": r} for p, r in skipped],
     }
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    write_json_atomically(path, record)
 
 
 def record_skipped(out: Path, skipped: dict[str, str], epoch: int | None) -> list[dict]:
@@ -544,13 +578,13 @@ def record_skipped(out: Path, skipped: dict[str, str], epoch: int | None) -> lis
     new = [{"file": str(f), "reason": r, "epoch": epoch} for f, r in skipped.items() if str(f) not in seen]
     if not new:
         return new
-    path.write_text(json.dumps(known + new, indent=1) + "\n")
+    write_json_atomically(path, known + new)
     split_path = out / "split.json"
     if split_path.exists():
         split = json.loads(split_path.read_text())
         listed = {entry["file"] for entry in split["skipped"]}
         split["skipped"] += [{"file": e["file"], "reason": e["reason"]} for e in new if e["file"] not in listed]
-        split_path.write_text(json.dumps(split, indent=1) + "\n")
+        write_json_atomically(split_path, split)
     return new
 
 
@@ -565,14 +599,52 @@ def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
 
 
 def save_png(array: np.ndarray, path: Path) -> None:
-    Image.fromarray(array).save(path)
+    """Written aside and renamed into place (training writes its grids into a run folder that may be killed)."""
+    write_atomically(path, lambda part: Image.fromarray(array).save(part))
 
 
-def find_images(folder, limit: int | None = None) -> list[Path]:
+def find_images(folder, limit: int | None = None, out=None) -> list[Path]:
+    """The images under `folder` (`list_images`), less those of run folders in it (`outside_runs`),
+    the first `limit` if given; SystemExit if there are none."""
     try:
         files = list_images(folder)
     except FileNotFoundError as e:
         raise SystemExit(str(e)) from None
-    if not files:
+    kept, runs = outside_runs(files, folder, out)
+    if runs:
+        print(f"data: left out {len(files) - len(kept)} files of run folders under {folder}: "
+              + ", ".join(str(r) for r in runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else ""))
+    if not kept:
         raise SystemExit(f"no images found under {folder}")
-    return files[:limit] if limit else files
+    return kept[:limit] if limit else kept
+
+
+RUN_MARKER = "run_config.json"  # training.fit writes it first into every run folder
+
+
+def outside_runs(files: list[Path], root, out=None) -> tuple[list[Path], list[Path]]:
+    """`files` (found under `root`) less those inside a run folder: `out`, the run being started, and
+    any folder holding a run_config.json. A run's loss curve and sample grids are no photos, and a
+    run inside its own --data would otherwise train on them from its next start on.
+
+    Returns:
+        (the files kept, the run folders met, sorted).
+    """
+    root, own = Path(root), (Path(out).resolve() if out is not None else None)
+    marked: dict[Path, bool] = {}
+
+    def is_run(folder: Path) -> bool:
+        if folder not in marked:
+            marked[folder] = (folder / RUN_MARKER).is_file()
+        return marked[folder]
+
+    runs, kept = set(), []
+    for path in files:
+        run = next((root / f for f in path.relative_to(root).parents if f != Path(".") and is_run(root / f)), None)
+        if run is None and own is not None and path.resolve().is_relative_to(own):
+            run = Path(out)
+        if run is None:
+            kept.append(path)
+        else:
+            runs.add(run)
+    return kept, sorted(runs)

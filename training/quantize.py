@@ -61,7 +61,7 @@ from training.data import find_images  # noqa: E402
 def prepared(model: Reconstructor, files: list[Path], desc: str) -> list[np.ndarray]:
     """Each readable file as a (1, S, S, 3) float32 batch at the model's size; unreadable ones skipped."""
     images = []
-    for path in tqdm(files, desc=desc, unit="image", leave=False):
+    for path in tqdm(files, desc=desc, unit="image", leave=False, disable=None):  # no bar into a log file
         try:
             images.append(model.prepare(load_image(path))[None])
         except ImageLoadError as e:
@@ -85,7 +85,8 @@ def calibration_sample(files: list[Path], count: int, seed: int = 0) -> list[Pat
 
 def holdout_scores(model: Reconstructor, images: list[np.ndarray], desc: str) -> dict[str, float]:
     """Mean PSNR (dB) and SSIM of `model`'s reconstructions of `images` ((1, S, S, 3) batches)."""
-    outputs = [model.reconstruct_batch(image)[0][0] for image in tqdm(images, desc=desc, unit="image", leave=False)]
+    bar = tqdm(images, desc=desc, unit="image", leave=False, disable=None)  # no bar into a log file
+    outputs = [model.reconstruct_batch(image)[0][0] for image in bar]
     return {"psnr": float(np.mean([psnr(x[0], y) for x, y in zip(images, outputs)])),
             "ssim": float(np.mean([ssim(x[0], y) for x, y in zip(images, outputs)]))}
 
