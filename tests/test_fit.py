@@ -413,3 +413,10 @@ def test_crops_differ_between_crop_seeds(photo_dir):
         return StreamingCrops(files, 32, 32, 2, 4, seed)[0][0]
     np.testing.assert_array_equal(first_batch(42), first_batch(42))
     assert not np.array_equal(first_batch(42), first_batch(43))
+
+
+def test_minutes_alone_lifts_the_default_epoch_limit(tmp_path, photo_dir):
+    base = ["--data", str(photo_dir), "--out", str(tmp_path / "run")]
+    assert fit.parse_args(base + ["--minutes", "60"]).epochs == fit.UNLIMITED_EPOCHS
+    assert fit.parse_args(base + ["--minutes", "60", "--epochs", "4"]).epochs == 4  # given: an upper bound
+    assert fit.parse_args(base).epochs == 10

@@ -34,6 +34,7 @@ from recon.metrics import SSIM_MIN_SIZE
 from recon.startup import require_folders, start_tensorflow_quietly
 from recon.training_record import TrainingRecord
 
+UNLIMITED_EPOCHS = 100_000  # --minutes without --epochs: the time budget ends the run
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of the peak learning rate
 RECIPE_UPSAMPLE_WIDTHS = (48, 32, 16, 8)  # the bundled recipe's x2 stages, the first ones a layer needs
 TRAINING_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -58,11 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on random crops of this size (default 128); 0: on whole images at --image-size")
     p.add_argument("--crops-per-image", type=positive_int, default=8, help="samples per image per epoch")
     p.add_argument("--epochs", type=positive_int, default=10,
-                   help="default 10; a resumed run trains to its own unless given")
+                   help="default 10, or no limit with --minutes; a resumed run trains to its own unless given")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay)")
     p.add_argument("--minutes", type=float,
-                   help="train for this long instead: cosine decay over wall-clock time, --epochs an upper bound")
+                   help="train for this long instead: cosine decay over wall-clock time (--epochs, if given, an "
+                        "upper bound)")
     p.add_argument("--alpha", type=float, default=0.8, help="loss = alpha*L1 + (1-alpha)*(1-SSIM)")
     p.add_argument("--perceptual-weight", type=float, default=0.0, help="feature-matching loss weight; 0 = off")
     p.add_argument("--decoder-width", type=int, default=48, help="channels of the decoder's residual trunk")
@@ -135,6 +137,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args = resumed_args(p, args, given_flags(argv))
     elif args.data is None:
         p.error("the following arguments are required: --data (or --resume, to continue the run in --out)")
+    elif args.minutes and "epochs" not in given_flags(argv):
+        args.epochs = UNLIMITED_EPOCHS  # the time budget decides, not the default 10 epochs
     require_folders(p, {"--data": args.data, "--val-data": args.val_data, "--init-from": args.init_from})
     problem = output_problem(Path(args.out))
     if problem:

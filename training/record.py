@@ -6,7 +6,8 @@
 
 `training.fit` writes the record after every epoch; this command writes it for a folder trained
 before that, or for the end of a warm-start chain whose earlier runs' crops (--crops-before) and
-held-out curve (benchmarks/warm_start_curve.py's JSON: its PSNR gain per doubling of crops) are known.
+held-out curve are known (benchmarks/snapshot_curve.py's curve.json: the PSNR its last doubling of
+crops added; or benchmarks/warm_start_curve.py's JSON: its fitted gain per doubling).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def main(argv=None) -> TrainingRecord:
     p = argparse.ArgumentParser(prog="python -m training.record", description=__doc__.split("\n")[0])
     p.add_argument("folder", help="model folder with history.json and run_config.json")
     p.add_argument("--crops-before", type=int, default=0, help="crops of the warm-start chain before this run")
-    p.add_argument("--held-out-curve", help="warm_start_curve.json: take the gain from its per-doubling fit")
+    p.add_argument("--held-out-curve", help="take the gain from a held-out curve instead: benchmarks/"
+                                            "snapshot_curve.py's curve.json (its last doubling) or "
+                                            "warm_start_curve.py's JSON (its per-doubling fit)")
     args = p.parse_args(argv)
     folder = Path(args.folder)
     try:
@@ -40,8 +43,9 @@ def main(argv=None) -> TrainingRecord:
         raise SystemExit(f"{folder}: needs history.json and run_config.json ({e})") from None
     record = record_from_history(history, batch, args.crops_before)
     if args.held_out_curve:
-        fit = json.loads(Path(args.held_out_curve).read_text())["per_doubling"]["psnr"]
-        record = TrainingRecord(record.crops_seen, round(float(fit), 4), "held-out")
+        curve = json.loads(Path(args.held_out_curve).read_text())
+        gain = curve["gain_last_doubling_db"] if "gain_last_doubling_db" in curve else curve["per_doubling"]["psnr"]
+        record = TrainingRecord(record.crops_seen, None if gain is None else round(float(gain), 4), "held-out")
     print(f"{record.save(folder)}: {record.summary()}")
     return record
 
