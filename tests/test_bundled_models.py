@@ -25,8 +25,9 @@ def test_bundled_model_loads_and_matches_its_card(folder):
     model = Reconstructor.from_pretrained(folder)
     assert model.config.encoder_weights == "imagenet-torchvision" and model.config.preprocessing == "torchvision"
     # a few hundred thousand; block3_conv3's sub-pixel stages hold 4x the weights of resize + conv for the
-    # same multiply-adds (442,739 against 338,819: training.to_pixel_shuffle)
-    assert model.decoder.count_params() <= 450_000
+    # same multiply-adds (442,739 against 338,819: training.to_pixel_shuffle); the deep layers (stride 8
+    # and more) may go up to 1M, spent on width at low resolution (their model cards say why)
+    assert model.decoder.count_params() <= (1_000_000 if model.config.stride >= 8 else 450_000)
     card = (folder / "README.md").read_text()
     summary = json.loads((folder / "metrics_summary.json").read_text())
     assert f"{summary['psnr']['mean']:.4f}" in card and f"{summary['lpips']['mean']:.4f}" in card
