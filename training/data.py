@@ -387,7 +387,26 @@ def feature_stride(encoder) -> int:
     return side // encoder.compute_output_shape((None, side, side, 3))[1]
 
 
-class FeatureMapCrops(keras.utils.PyDataset):
+class EpochOrder(keras.utils.PyDataset):
+    """`count` samples an epoch, in an order drawn from (seed, epoch), served from `first_batch` on:
+    batch b of an epoch is the same on every run, so a run resumed mid-epoch continues where it
+    stopped. Subclasses set count, batch_size and seed, then call set_epoch(0)."""
+
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Serve `epoch`'s batches from `first_batch` on (a run resumed mid-epoch skips what it trained)."""
+        self.epoch, self.first_batch = epoch, first_batch
+        self.order = np.random.default_rng([self.seed, epoch]).permutation(self.count)
+
+    def __len__(self):
+        return math.ceil(self.count / self.batch_size) - self.first_batch
+
+    def batch_order(self, index: int) -> list[int]:
+        """The sample numbers of batch `index` (counted from first_batch)."""
+        start = (self.first_batch + index) * self.batch_size
+        return [int(i) for i in self.order[start:start + self.batch_size]]
+
+
+class FeatureMapCrops(EpochOrder):
     """Random crops of cached feature maps (`FeatureMaps`), as (features, target pixels) batches,
     float32, the targets in [0, 1].
 
@@ -406,17 +425,8 @@ class FeatureMapCrops(keras.utils.PyDataset):
         self.count = len(self.views_of) * crops_per_image
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
-        """Serve `epoch`'s batches from `first_batch` on (a run resumed mid-epoch skips what it trained)."""
-        self.epoch, self.first_batch = epoch, first_batch
-        self.order = np.random.default_rng([self.seed, epoch]).permutation(self.count)
-
-    def __len__(self):
-        return math.ceil(self.count / self.batch_size) - self.first_batch
-
     def __getitem__(self, index):
-        start = (self.first_batch + index) * self.batch_size
-        pairs = [self.sample(int(i)) for i in self.order[start:start + self.batch_size]]
+        pairs = [self.sample(i) for i in self.batch_order(index)]
         return (np.stack([f for f, _ in pairs]).astype(np.float32),
                 np.stack([p for _, p in pairs]).astype(np.float32) / 255.0)
 
@@ -460,7 +470,7 @@ class UnreadableFiles:
         return {path: self.reasons[path] for path in sorted(recent)}
 
 
-class StreamingCrops(keras.utils.PyDataset):
+class StreamingCrops(EpochOrder):
     """Random crops decoded from the files batch by batch, in `workers` threads (PIL releases the
     GIL): memory holds a few batches whatever the size of the folder, so it trains on CelebA-HQ's
     30,000 1024 px photos as on 300. The samples are (crop, crop): the encoder runs inside the
@@ -482,17 +492,8 @@ class StreamingCrops(keras.utils.PyDataset):
         self.unreadable = UnreadableFiles()
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
-        """Serve `epoch`'s batches from `first_batch` on (a run resumed mid-epoch skips what it trained)."""
-        self.epoch, self.first_batch = epoch, first_batch
-        self.order = np.random.default_rng([self.seed, epoch]).permutation(self.count)
-
-    def __len__(self):
-        return math.ceil(self.count / self.batch_size) - self.first_batch
-
     def __getitem__(self, index):
-        start = (self.first_batch + index) * self.batch_size
-        crops = np.stack([self.sample(int(i)) for i in self.order[start:start + self.batch_size]])
+        crops = np.stack([self.sample(i) for i in self.batch_order(index)])
         crops = crops.astype(np.float32) / 255.0
         return crops, crops
 
