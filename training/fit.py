@@ -294,7 +294,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from recon.config import NAMED_ENCODER_WEIGHTS, ConfigError  # noqa: E402
+from recon.config import ConfigError  # noqa: E402
 from recon.decoder import build_decoder  # noqa: E402
 from recon.encoder import EncoderWeightsError, build_encoder, read_vgg_weights, set_vgg_weights  # noqa: E402
 from recon.pipeline import (CONFIG_FILE, ENCODER_FILE, PACKAGED_ENCODERS, ModelFolderError,  # noqa: E402
@@ -654,10 +654,10 @@ def training_batches(args: argparse.Namespace, out: Path, cfg: ReconConfig, enco
     views (`FeatureCache`). Otherwise crops streamed from the files, the encoder inside the training
     step (--no-cache), or the same crops cut from images decoded up front (--in-memory).
     """
-    encoder_id = {"backbone": cfg.backbone, "layer": cfg.layer, "weights": cfg.encoder_weights,
-                  "seed": cfg.encoder_seed, "policy": keras.config.dtype_policy().name}
-    if cfg.encoder_weights not in NAMED_ENCODER_WEIGHTS:  # a FILE: what it holds, not its name
-        encoder_id["weights_sha256"] = weights_fingerprint(encoder)
+    # What the weights hold, not where they came from: a warm start from a folder's own copy of the
+    # ImageNet encoder reuses the cache of a run that named the weights.
+    encoder_id = {"backbone": cfg.backbone, "layer": cfg.layer, "weights_sha256": weights_fingerprint(encoder),
+                  "policy": keras.config.dtype_policy().name}
     if not (args.no_cache or args.in_memory):
         if args.crop_size:
             short_sides = cache_short_sides(cfg.image_size, args.crop_size, args.cache_scales)
