@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import HubError, _load, download, push_to_hub
 from .space import push_space
@@ -19,7 +20,9 @@ from recon.startup import require_folders, start_tensorflow_quietly
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m hub", description=__doc__.split("\n")[0])
+    # the same parser answers `recon-hub` (installed) and `python -m hub` (a clone): name the one typed
+    prog = "recon-hub" if Path(sys.argv[0]).name == "recon-hub" else "python -m hub"
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     commands = p.add_subparsers(dest="command", required=True)
     push = commands.add_parser("push", help="upload a model folder as one commit (card and samples added)")
     push.add_argument("model_dir", help="model folder, e.g. a training run")

@@ -209,18 +209,17 @@ def _usage(repo_id: str, layer: str, int8: bool = False, int8_trunk: bool = Fals
                  "holds no code either.") if int8 else ""
     return f"""## How to use
 
-With this model's project (`recon` and `hub` packages):
+With the `recon` library (`pip install .` in a clone of its repository):
 
 ```python
-from hub import from_pretrained
-from recon import load_image
+from recon import hub, load_image
 
-model = from_pretrained("{repo_id}")  # a recon.Reconstructor, cached after the first download
+model = hub.from_pretrained("{repo_id}")  # a recon.Reconstructor, cached after the first download
 rec = model.reconstruct(load_image("photo.jpg"), size="native")
 rec.output  # (H, W, 3) floats in [0, 1]; rec.features: the {layer} feature map
 ```
 
-Offline, from a local copy: `python -m hub pull {repo_id} --to my-model`, then
+Offline, from a local copy: `recon-hub pull {repo_id} --to my-model` (`python -m hub` in a clone), then
 `recon.Reconstructor.from_pretrained("my-model")`. In the demo app: `python app.py --model {repo_id}`.
 
 Loading reads only `config.json` (validated) and the `.weights.h5` arrays: no code or pickles.{int8_note}"""

@@ -126,11 +126,13 @@ def test_model_card_has_metrics_samples_and_usage(model_dir, fake_hub):
     assert {(r.metric_type, r.metric_value, r.dataset_split) for r in card.data.eval_results} == {
         ("psnr", 17.25, "held-out"), ("ssim", 0.4321, "held-out")}
     for text in ("| PSNR (dB) | 17.2500 | 1.5000 |", "3 held-out images", "random weights (tests only",
-                 "`block2_conv2`", "![samples](samples.png)", "from hub import from_pretrained",
-                 f'from_pretrained("{REPO}")', f"python app.py --model {REPO}", "5 training photos", "2 epochs",
+                 "`block2_conv2`", "![samples](samples.png)", "from recon import hub, load_image",
+                 f'hub.from_pretrained("{REPO}")', f"python app.py --model {REPO}", "5 training photos", "2 epochs",
                  "40 crops seen"):  # 2 epochs x 5 photos x 4 crops (not steps x batch)
         assert text in card.text
     assert "/home/someone" not in card.content
+    usage = card.text.split("```python\n")[1].split("```")[0]
+    exec(usage.splitlines()[0], {})  # the snippet's import names what the installed library has
     assert files["samples.png"] == (model_dir / "samples" / "epoch_002.png").read_bytes()  # the last grid
 
 

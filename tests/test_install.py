@@ -65,6 +65,9 @@ def test_the_readme_example_runs_from_an_empty_folder_after_pip_install(tmp_path
     from PIL import Image
     with Image.open(work / output) as image:
         assert image.mode == "RGB" and min(image.size) >= 224
+    helped = subprocess.run([str(site / "bin" / "recon-hub"), "--help"], cwd=work, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: recon-hub "), helped.stderr
 
 
 def test_in_a_checkout_recon_hub_is_the_hub_package_imported_on_first_use():
