@@ -21,6 +21,8 @@ def test_a_warm_start_counts_its_chain_and_keeps_the_best_epoch():
     history = [{"step": 100, "val_psnr": 20.0}, {"step": 200, "val_psnr": 20.5}, {"step": 300, "val_psnr": 20.4}]
     record = record_from_history(history, batch_size=10)
     assert record.crops_seen == 2000  # the kept (best) epoch, not the last
+    counted = [h | {"crops": 990 * (i + 1)} for i, h in enumerate(history)]  # the epochs' own counts win
+    assert record_from_history(counted, batch_size=10).crops_seen == 1980
     assert record.gain_last_doubling_db == pytest.approx(0.5)  # from 1000 crops to 2000
     warm = record_from_history(history, batch_size=10, crops_before=1000)
     assert warm.crops_seen == 3000 and warm.plateaued is None  # the run's curve starts after 1500 crops
@@ -48,7 +50,9 @@ def test_fit_writes_the_record_after_each_epoch(tmp_path, photo_dir):
     record = json.loads((first / "training.json").read_text())
     history = json.loads((first / "history.json").read_text())
     best = max(history, key=lambda h: h["val_psnr"])
-    assert record["crops_seen"] == best["step"] * 4 and record["curve"] == "validation"
+    per_epoch = len(json.loads((first / "split.json").read_text())["train"]) * 2  # --crops-per-image 2
+    assert [h["crops"] for h in history] == [per_epoch, 2 * per_epoch]  # not steps x batch: a last batch may be short
+    assert record["crops_seen"] == best["crops"] and record["curve"] == "validation"
     warm = run_fit(photo_dir, tmp_path / "b", tmp_path / "cache", "--epochs", "1", "--init-from", str(first))
     assert json.loads((warm / "training.json").read_text())["crops_seen"] > record["crops_seen"]
     from recon import Reconstructor

@@ -248,6 +248,10 @@ class CachedCrops(keras.utils.PyDataset):
     def __len__(self):
         return math.ceil(len(self.targets) / self.batch_size) - self.first_batch
 
+    @property
+    def samples_per_epoch(self) -> int:
+        return len(self.targets)
+
     def __getitem__(self, index):
         start = (self.first_batch + index) * self.batch_size
         idx = np.sort(self.order[start:start + self.batch_size])
@@ -399,6 +403,10 @@ class EpochOrder(keras.utils.PyDataset):
 
     def __len__(self):
         return math.ceil(self.count / self.batch_size) - self.first_batch
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.count
 
     def batch_order(self, index: int) -> list[int]:
         """The sample numbers of batch `index` (counted from first_batch)."""

@@ -431,7 +431,8 @@ def crops_before(init_from: str | None) -> int:
     try:
         history = json.loads((Path(init_from) / "history.json").read_text())
         batch = json.loads((Path(init_from) / "run_config.json").read_text())["batch_size"]
-        return int(max(history, key=lambda h: h["val_psnr"])["step"]) * int(batch)
+        kept = max(history, key=lambda h: h["val_psnr"])
+        return int(kept["crops"]) if "crops" in kept else int(kept["step"]) * int(batch)
     except (OSError, ValueError, KeyError, TypeError):
         return 0
 
@@ -748,7 +749,8 @@ class EpochLog(keras.callbacks.Callback):
         skipped = {f: r for d in self.datasets for f, r in d.take_skipped().items()}
         record = {"epoch": epoch + 1, "seconds": round(time.time() - self.start, 1)}
         record |= {k: float(v) for k, v in (logs or {}).items()}
-        record |= {"step": int(self.model.optimizer.iterations),
+        # every epoch trains each sample once (a resumed one: the rest of it), whatever the last batch's size
+        record |= {"crops": (epoch + 1) * self.datasets[0].samples_per_epoch, "step": int(self.model.optimizer.iterations),
                    "learning_rate": float(self.model.optimizer.learning_rate), "skipped": len(skipped)}
         self.records = [r for r in self.records if r["epoch"] < epoch + 1] + [record]
         write_json_atomically(self.path, self.records)

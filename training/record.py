@@ -21,8 +21,10 @@ from recon.training_record import TrainingRecord, from_curve
 
 def record_from_history(history: list[dict], batch_size: int, crops_before: int = 0) -> TrainingRecord:
     """The kept (best validation PSNR) epoch's crops, counted from the start of its warm-start chain
-    (`crops_before` crops ahead of this run), and the validation PSNR its last doubling added."""
-    points = [(crops_before + int(r["step"]) * batch_size, float(r["val_psnr"])) for r in history]
+    (`crops_before` crops ahead of this run), and the validation PSNR its last doubling added. An
+    epoch's crops are its record's `crops`; older histories have only steps, counted as full batches."""
+    points = [(crops_before + int(r["crops"] if "crops" in r else int(r["step"]) * batch_size), float(r["val_psnr"]))
+              for r in history]
     kept = max(range(len(points)), key=lambda i: points[i][1])
     return from_curve(points, points[kept][0], "validation")
 
