@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from recon import ReconConfig, build_decoder, build_encoder  # noqa: E402
 from recon.metrics import psnr, ssim  # noqa: E402
 from training.data import (FeatureMapCache, FeatureMapCrops, OnTheFlyCrops, cache_short_sides,  # noqa: E402
-                           encode_batches, feature_rms, find_images, hash_split, load_image_set, square_image)
+                           encode_batches, encoder_cache_id, feature_rms, find_images, hash_split, load_image_set, square_image)
 from training.losses import make_loss  # noqa: E402
 
 # the decoders fit trains at each layer (training/train_models_cpu.sh): width, residual blocks, x2 stages
@@ -48,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="training photos (the hash split's training side is used)")
     p.add_argument("--holdout", required=True, help="held-out photos for the quality comparison")
-    p.add_argument("--layers", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--layers", nargs="*", default=list(RECIPES), choices=list(RECIPES),
+                   help="layers of the speed rows; none: quality only")
     p.add_argument("--encoder-weights", default="imagenet-torchvision")
     p.add_argument("--precision", default="mixed_bfloat16", help="Keras dtype policy of both paths")
     p.add_argument("--image-size", type=int, default=224)
@@ -61,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="run length over which the cache's build time is counted in")
     p.add_argument("--quality-layer", default="block4_conv3", choices=list(RECIPES), help="'' to skip")
     p.add_argument("--quality-crops", type=int, default=4096)
+    p.add_argument("--quality-seeds", type=int, default=1,
+                   help="repeat the quality pair with seeds --seed, --seed + 1, ... (decoder init and crops)")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "recon" / "features"),
                    help="where the quality run's cache is kept (the one training.fit builds is reused)")
     p.add_argument("--seed", type=int, default=42)
@@ -72,12 +75,6 @@ def recipe_config(layer: str, args) -> ReconConfig:
     width, blocks, stages = RECIPES[layer]
     return ReconConfig(layer=layer, image_size=args.image_size, encoder_weights=args.encoder_weights,
                        decoder_width=width, num_res_blocks=blocks, upsample_widths=stages, upsample="pixel_shuffle")
-
-
-def encoder_id(cfg: ReconConfig) -> dict:
-    """What training.fit keys its cache on, so that a cache it built is found here."""
-    return {"backbone": cfg.backbone, "layer": cfg.layer, "weights": cfg.encoder_weights,
-            "seed": cfg.encoder_seed, "policy": keras.config.dtype_policy().name}
 
 
 def compiled(cfg: ReconConfig, encoder, initial, end_to_end: bool, lr=1e-3, steps: int = 1000):
@@ -132,19 +129,21 @@ def holdout_score(decoder, encoder, views: np.ndarray) -> dict:
             "ssim": float(np.mean([ssim(t, o) for t, o in zip(targets, outputs)]))}
 
 
-def quality(layer: str, train_files, holdout_files, args) -> dict:
+def quality(layer: str, train_files, holdout_files, args, seed: int) -> dict:
+    """Held-out PSNR/SSIM after the same crops on both paths, from the same initial decoder (`seed`)."""
     cfg = recipe_config(layer, args)
     encoder = build_encoder(cfg)
     sides = cache_short_sides(cfg.image_size, args.crop_size, 3)
-    cache = FeatureMapCache(Path(args.cache_dir), FeatureMapCache.key_for(encoder_id(cfg), train_files, sides))
+    key = FeatureMapCache.key_for(encoder_cache_id(cfg, encoder), train_files, sides)  # fit's cache, if it built one
+    cache = FeatureMapCache(Path(args.cache_dir), key)
     maps = cache.open() if cache.is_complete() else cache.build(encoder, train_files, sides)
     steps = args.quality_crops // args.batch_size
     per_image = -(-args.quality_crops // len(train_files))
-    cached = FeatureMapCrops(maps, args.crop_size, per_image, args.batch_size, args.seed)
+    cached = FeatureMapCrops(maps, args.crop_size, per_image, args.batch_size, seed)
     cfg.feature_scale = feature_rms(np.concatenate([cached[i][0] for i in range(min(16, len(cached)))]))
     images = load_image_set(train_files, "loading train images").images
-    live = OnTheFlyCrops(images, args.crop_size, cfg.image_size, per_image, args.batch_size, args.seed)
-    keras.utils.set_random_seed(args.seed)
+    live = OnTheFlyCrops(images, args.crop_size, cfg.image_size, per_image, args.batch_size, seed)
+    keras.utils.set_random_seed(seed)
     initial = build_decoder(cfg).get_weights()
     views = np.stack([square_image(im, cfg.image_size) for im in load_image_set(holdout_files, None).images])
     scores = {}
@@ -156,7 +155,7 @@ def quality(layer: str, train_files, holdout_files, args) -> dict:
         scores[name] = holdout_score(decoder, encoder, views) | {"train_s": time.perf_counter() - start}
         print(f"  {name}: {scores[name]['psnr']:.2f} dB, SSIM {scores[name]['ssim']:.4f} after "
               f"{steps * args.batch_size} crops ({scores[name]['train_s']:.0f} s)", flush=True)
-    return {"layer": layer, "crops": steps * args.batch_size, "holdout_images": len(views), **scores,
+    return {"layer": layer, "seed": seed, "crops": steps * args.batch_size, "holdout_images": len(views), **scores,
             "psnr_difference": scores["feature maps"]["psnr"] - scores["no-cache"]["psnr"]}
 
 
@@ -178,9 +177,16 @@ def main(argv=None) -> dict:
               f"| {row['speedup']:.1f}x | {row['build_s_per_photo']:.2f} | {row['amortized_speedup']:.1f}x |",
               flush=True)
     if args.quality_layer:
-        print(f"quality at {args.quality_layer}: {args.quality_crops} crops per path, held out on {args.holdout}")
-        record["quality"] = quality(args.quality_layer, train_files, find_images(args.holdout), args)
-        print(f"feature maps - no-cache: {record['quality']['psnr_difference']:+.2f} dB held out")
+        print(f"quality at {args.quality_layer}: {args.quality_crops} crops per path, held out on {args.holdout}, "
+              f"{args.quality_seeds} seed(s)")
+        runs = [quality(args.quality_layer, train_files, find_images(args.holdout), args, args.seed + i)
+                for i in range(args.quality_seeds)]
+        differences = np.array([run["psnr_difference"] for run in runs])
+        record["quality"] = runs[0] | {"seeds": runs, "psnr_difference_mean": float(differences.mean()),
+                                       "psnr_difference_std": float(differences.std(ddof=1)) if len(runs) > 1 else None}
+        print(f"feature maps - no-cache: {differences.mean():+.2f} dB held out"
+              + (f" (± {differences.std(ddof=1):.2f} over {len(runs)} seeds: "
+                 + ", ".join(f"{d:+.2f}" for d in differences) + ")" if len(runs) > 1 else ""))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")

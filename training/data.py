@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from recon.atomic import write_atomically, write_json_atomically
 from recon.imageio import ImageLoadError, center_crop_square, list_images, load_image, resize
+from recon.pipeline import weights_fingerprint
 
 CACHE_FORMAT = 1
 
@@ -289,6 +290,14 @@ class FeatureMaps:
     views: np.ndarray  # int64 (views, 7): photo, scale, flip, h, w, feature offset, pixel offset
     stride: int
     channels: int
+
+
+def encoder_cache_id(cfg, encoder) -> dict:
+    """What a feature cache's maps depend on besides the files: the layer, what the encoder's weights
+    hold (not their name or file: a warm start from a model folder's own copy of the ImageNet encoder
+    reuses the maps of a run that named the weights) and the dtype policy they were computed in."""
+    return {"backbone": cfg.backbone, "layer": cfg.layer, "weights_sha256": weights_fingerprint(encoder),
+            "policy": keras.config.dtype_policy().name}
 
 
 class FeatureMapCache:

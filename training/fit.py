@@ -298,11 +298,12 @@ from recon.config import ConfigError  # noqa: E402
 from recon.decoder import build_decoder  # noqa: E402
 from recon.encoder import EncoderWeightsError, build_encoder, read_vgg_weights, set_vgg_weights  # noqa: E402
 from recon.pipeline import (CONFIG_FILE, ENCODER_FILE, PACKAGED_ENCODERS, ModelFolderError,  # noqa: E402
-                            Reconstructor, weights_fingerprint)
+                            Reconstructor)
 from recon.precision import resolve_precision, training_policy  # noqa: E402
 from training.data import (CachedCrops, EvalViews, FeatureCache, FeatureMapCache, FeatureMapCrops,  # noqa: E402
-                           OnTheFlyCrops, StreamingCrops, cache_short_sides, encode_batches, feature_rms, find_images, hash_split, image_grid, load_image_set,
-                           record_skipped, save_png, save_split, split_folders)
+                           OnTheFlyCrops, StreamingCrops, cache_short_sides, encode_batches, encoder_cache_id,
+                           feature_rms, find_images, hash_split, image_grid, load_image_set, record_skipped,
+                           save_png, save_split, split_folders)
 from training.distribute import release_devices, setup_devices, share_batches  # noqa: E402
 from training.losses import make_loss, psnr_metric, ssim_metric  # noqa: E402
 from training.plots import plot_history  # noqa: E402
@@ -655,10 +656,7 @@ def training_batches(args: argparse.Namespace, out: Path, cfg: ReconConfig, enco
     views (`FeatureCache`). Otherwise crops streamed from the files, the encoder inside the training
     step (--no-cache), or the same crops cut from images decoded up front (--in-memory).
     """
-    # What the weights hold, not where they came from: a warm start from a folder's own copy of the
-    # ImageNet encoder reuses the cache of a run that named the weights.
-    encoder_id = {"backbone": cfg.backbone, "layer": cfg.layer, "weights_sha256": weights_fingerprint(encoder),
-                  "policy": keras.config.dtype_policy().name}
+    encoder_id = encoder_cache_id(cfg, encoder)
     if not (args.no_cache or args.in_memory):
         if args.crop_size:
             short_sides = cache_short_sides(cfg.image_size, args.crop_size, args.cache_scales)
