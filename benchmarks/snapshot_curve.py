@@ -9,7 +9,7 @@ latest.weights.h5 in runs from before the two backup slots, as `training.fit` wr
 --save-every steps), e.g. taken every few minutes by
 `cp -r RUN/backup SNAPSHOTS/$(date +%H%M%S)`. Its crops: (epoch x steps per epoch + steps done in the
 epoch) x batch size, plus the run's `crops_before` (a warm start's chain). The run folder's own kept
-weights are scored too. Prints a table, writes curve.json and curve.png (PSNR, SSIM, LPIPS against
+weights are scored too; `--earlier` adds the curve of the run a warm start began from. Prints a table, writes curve.json and curve.png (PSNR, SSIM, LPIPS against
 crops, log x), and the PSNR gained over the last doubling of crops.
 """
 
@@ -56,6 +56,9 @@ def main(argv=None) -> dict:
     p.add_argument("--snapshots", required=True, help="folder of backup copies, one subfolder each")
     p.add_argument("--data", required=True, help="held-out photos")
     p.add_argument("--out", required=True)
+    p.add_argument("--earlier", action="append", default=[], metavar="CURVE_JSON",
+                   help="curve.json of the run this one warm-started from (repeatable, for a longer chain): its "
+                        "points up to this run's start join the curve, so the last doubling can reach back")
     args = p.parse_args(argv)
     run = Path(args.run)
     run_config = json.loads((run / "run_config.json").read_text())
@@ -78,6 +81,12 @@ def main(argv=None) -> dict:
                       | score(Reconstructor(model.config, model.encoder, decoder), views))
     kept = model.training.crops_seen if model.training else None
     points.append({"snapshot": "kept", "crops": kept} | score(model, views))
+    start = int(run_config.get("crops_before") or 0)
+    for earlier in args.earlier:  # scored by this script on the same photos when that run ended
+        previous = json.loads(Path(earlier).read_text())
+        if Path(previous["holdout"]).resolve() != Path(args.data).resolve():
+            raise SystemExit(f"{earlier} was scored on {previous['holdout']}, not on {args.data}")
+        points += [p | {"snapshot": f"earlier: {p['snapshot']}"} for p in previous["points"] if p["crops"] <= start]
     curve = sorted((p for p in points if p["crops"]), key=lambda p: p["crops"])
     last = max(p["crops"] for p in curve)
     record = from_curve([(p["crops"], p["psnr"]) for p in curve], last, "held-out")
