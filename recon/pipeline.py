@@ -224,7 +224,9 @@ class Reconstructor:
         try:
             with h5py.File(path, "r") as f:
                 datasets = stored_datasets(f, path)
-                for name in sorted(set(datasets) - set(expected)):
+                # a run folder's decoder is saved while it trains: Keras adds the optimizer's state,
+                # which loading ignores
+                for name in sorted(n for n in set(datasets) - set(expected) if not n.startswith("optimizer/")):
                     raise WeightsFileError(f"{path} does not fit the config's decoder: it has no weight {name}")
                 for name, shape in expected.items():
                     try:

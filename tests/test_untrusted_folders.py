@@ -191,6 +191,22 @@ def test_an_extra_dataset_in_the_decoder_file_is_refused(folder):
         Reconstructor.from_pretrained(folder)
 
 
+def test_a_decoder_saved_while_it_trained_loads(folder):
+    """A run folder's decoder.weights.h5 written from a compiled decoder also holds the optimizer's
+    state (Keras' layout, optimizer/vars/N), which loading ignores."""
+    from recon import build_decoder
+    model = Reconstructor.from_pretrained(folder)
+    decoder = build_decoder(model.config)
+    decoder.compile(optimizer="adam", loss="mae")
+    decoder.train_on_batch(np.ones((1, 16, 16, 128), np.float32), np.zeros((1, 32, 32, 3), np.float32))
+    decoder.save_weights(folder / "decoder.weights.h5")
+    with h5py.File(folder / "decoder.weights.h5") as f:
+        assert "optimizer" in f
+    loaded = Reconstructor.from_pretrained(folder).decoder
+    for a, b in zip(loaded.get_weights(), decoder.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("weights", ["encoder.weights.h5", "decoder.weights.h5"])
 @pytest.mark.parametrize("damage", ["empty", "half", "text", "directory"])
 def test_truncated_or_foreign_weights_files(folder, weights, damage):
