@@ -59,6 +59,7 @@ import contextlib  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -338,6 +339,12 @@ def feature_view(model: Reconstructor, path, resolution: str = "trained", top_n:
 def tile_index(tiles, channel: int) -> int | None:
     """Which tile of the gallery shows `channel` (None: it is not among the strongest shown)."""
     return next((i for i, (_, caption) in enumerate(tiles) if caption.startswith(f"ch {channel} ")), None)
+
+
+def tile_channel(caption) -> int:
+    """The channel a clicked tile shows, from its caption ("ch 12 · mean ..."); 0 for anything else."""
+    match = re.match(r"ch (\d+)", caption if isinstance(caption, str) else "")
+    return int(match.group(1)) if match else 0
 
 
 def highlighted(tiles, channel: int) -> gr.Gallery:
@@ -937,9 +944,7 @@ def features_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
 
     @page_errors(outputs=5, status=2)
     def on_pick_tile(path, res, n, name, evt: gr.SelectData):
-        caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
-        match = re.match(r"ch (\d+)", caption or "")
-        ch = int(match.group(1)) if match else 0
+        ch = tile_channel(evt.value.get("caption") if isinstance(evt.value, dict) else None)
         tiles, image, text, ch = feature_view(store.get(name), path, res, n, ch)
         return ch, image, text, highlighted(tiles, ch), {"model": name, "channel": ch}
 

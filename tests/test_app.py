@@ -159,6 +159,25 @@ def test_feature_view(model, images):
     assert tiles[0][1].startswith(f"ch {strongest} ")  # by default the strongest channel is shown large
     assert app.tile_index(tiles, strongest) == 0
     assert app.tile_index(tiles, int(tiles[3][1].split()[1])) == 3 and app.tile_index(tiles, 999) is None
+    # a click on a tile shows the channel its caption names (the Features tab's on_pick_tile)
+    assert [app.tile_channel(caption) for _, caption in tiles] == [int(c.split()[1]) for _, c in tiles]
+    assert app.tile_channel(None) == app.tile_channel("mean 3") == 0
+
+
+def test_every_global_name_the_app_uses_exists():
+    """A name a handler uses but app.py no longer imports fails only when that handler runs: in the
+    browser, as a click that never answers (a dropped `import re` once did that to tile clicks)."""
+    import builtins
+    import dis
+    code = compile((ROOT / "app.py").read_text(encoding="utf-8"), "app.py", "exec")
+    functions, used = [code], set()
+    while functions:
+        current = functions.pop()
+        functions += [c for c in current.co_consts if isinstance(c, type(code))]
+        if current is not code:  # module-level code ran at import; functions run later
+            used |= {i.argval for i in dis.get_instructions(current) if i.opname == "LOAD_GLOBAL"}
+    assert {"re", "feature_view", "tile_channel"} <= used
+    assert sorted(name for name in used if not hasattr(app, name) and not hasattr(builtins, name)) == []
 
 
 def test_compare_layers_goes_shallow_to_deep(models_dir, images):
