@@ -56,7 +56,25 @@ def weights_fingerprint(model: keras.Model) -> str:
 
 def weights_layout(model: keras.Model) -> dict[str, tuple]:
     """The datasets Keras' save_weights writes for `model` (a `.weights.h5` file): path -> shape.
-    What a weights file for it must hold, names included, whatever the Keras version names them."""
+    What a weights file for it must hold, names included, whatever the Keras version names them.
+
+    Learnt by saving once per architecture (its layers' classes and weights' paths and shapes, all
+    that the file's layout depends on): otherwise every load of a folder would write a file.
+    """
+    architecture = tuple((type(layer).__name__, tuple((w.path, tuple(w.shape)) for w in layer.weights))
+                         for layer in model.layers)
+    if architecture not in _LAYOUTS:
+        if len(_LAYOUTS) >= 64:  # bounded: a process that loads many kinds of decoder starts over
+            _LAYOUTS.clear()
+        _LAYOUTS[architecture] = saved_layout(model)
+    return dict(_LAYOUTS[architecture])
+
+
+_LAYOUTS: dict[tuple, dict[str, tuple]] = {}  # architecture (see weights_layout) -> its layout
+
+
+def saved_layout(model: keras.Model) -> dict[str, tuple]:
+    """`weights_layout`, learnt by saving `model`'s weights to a temporary file and reading it back."""
     with tempfile.TemporaryDirectory(prefix="recon-layout-") as tmp:
         path = Path(tmp) / "layout.weights.h5"
         model.save_weights(path)

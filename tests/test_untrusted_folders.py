@@ -2,6 +2,7 @@
 built, weights read only from datasets stored in their own file, an int8 file that fails dropped
 for floating point under "auto"."""
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -205,6 +206,23 @@ def test_a_decoder_saved_while_it_trained_loads(folder):
     loaded = Reconstructor.from_pretrained(folder).decoder
     for a, b in zip(loaded.get_weights(), decoder.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_decoder_file_layout_is_learnt_once_per_architecture(monkeypatch):
+    """What a decoder.weights.h5 must hold is learnt by saving a decoder of that architecture, once:
+    loading a folder again, or another of the same shape, writes no file."""
+    from recon import build_decoder
+    from recon import pipeline
+    cfg = ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random", decoder_width=8,
+                      num_res_blocks=1, feature_scale=[1.0] * 128)
+    deeper = dataclasses.replace(cfg, num_res_blocks=2)
+    saved, save = [], pipeline.saved_layout
+    monkeypatch.setattr(pipeline, "saved_layout", lambda model: saved.append(model) or save(model))
+    monkeypatch.setattr(pipeline, "_LAYOUTS", {})
+    layouts = [pipeline.weights_layout(build_decoder(c)) for c in (cfg, cfg, deeper)]
+    assert len(saved) == 2  # once per architecture
+    assert layouts[0] == layouts[1] == save(build_decoder(cfg))  # Keras' names, whatever its counters say
+    assert len(layouts[2]) == len(layouts[0]) + 4  # one more residual block: two convolutions' kernels and biases
 
 
 @pytest.mark.parametrize("weights", ["encoder.weights.h5", "decoder.weights.h5"])
