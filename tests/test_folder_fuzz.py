@@ -3,12 +3,17 @@
 types, NaN, huge, nested and path-like; weight files truncated, bit-flipped and edited with h5py
 (datasets deleted, turned into groups, strings, links and external storage on a canary file outside
 the folder). Each case ends in a project error (ModelFolderError, ConfigError, HubError) or a model
-whose reconstruction has the config's shape and finite values; never a raw exception, and never a
-byte of the canary in a loaded weight.
+whose reconstruction has the config's shape and finite values; never a raw exception, never a
+byte of the canary in a loaded weight, and (on Linux, watched with inotify) never a file outside the
+folder opened or read by any process.
 """
 
+import ctypes
 import json
+import os
 import shutil
+import struct
+import sys
 import warnings
 from pathlib import Path
 
@@ -41,6 +46,55 @@ def base(tmp_path_factory):
         f["w"] = np.frombuffer(CANARY[:4096], np.uint8)
         f["f"] = np.frombuffer(CANARY[:4096 * 4], np.float32)
     return folder, outside
+
+
+class OpenWatch:
+    """The files of one folder that any process opens or reads (Linux inotify): proof that a case read
+    nothing there, whether or not what it would have read could reach a weight."""
+
+    EVENTS = 0x1 | 0x20  # IN_ACCESS, IN_OPEN
+
+    def __init__(self, folder: Path):
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0 or libc.inotify_add_watch(self.fd, bytes(folder), self.EVENTS) < 0:
+            raise OSError(ctypes.get_errno(), f"cannot watch {folder} with inotify")
+
+    def touched(self) -> list[str]:
+        """Names of the files opened or read since the last call ("." for the folder itself)."""
+        names = []
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return names
+            offset = 0
+            while offset < len(data):  # struct inotify_event: wd, mask, cookie, len, then the name
+                length = struct.unpack_from("iIII", data, offset)[3]
+                names.append(data[offset + 16:offset + 16 + length].rstrip(b"\0").decode() or ".")
+                offset += 16 + length
+
+
+@pytest.fixture(scope="module")
+def watch(base):
+    """An OpenWatch on the canary's folder (None where there is no inotify: the canary bytes are still
+    looked for in every loaded weight)."""
+    if sys.platform != "linux":
+        yield None
+        return
+    watcher = OpenWatch(base[1])
+    yield watcher
+    os.close(watcher.fd)
+
+
+def touched_outside(watch: OpenWatch | None) -> list[str]:
+    """What was opened or read outside the folder since the last call (also: forget it)."""
+    return watch.touched() if watch is not None else []
+
+
+def assert_read_nothing_outside(watch: OpenWatch | None, what: str) -> None:
+    touched = touched_outside(watch)
+    assert not touched, f"{what}: opened or read {sorted(set(touched))} outside the folder"
 
 
 # -- mutations ---------------------------------------------------------------------------------------
@@ -205,8 +259,10 @@ def load_or_refuse(load, what: str, errors=(ModelFolderError, ConfigError)):
         pytest.fail(f"{what}: raw {type(e).__name__}: {e}")
 
 
-def test_from_pretrained_on_hundreds_of_mutated_folders(base, tmp_path):
+def test_from_pretrained_on_hundreds_of_mutated_folders(base, watch, tmp_path):
     folder, outside = base
+    (outside / "canary.bin").read_bytes()
+    assert watch is None or "canary.bin" in touched_outside(watch)  # the watch sees a read
     rng = np.random.default_rng(SEED)
     text = (folder / "config.json").read_text()
     outcomes = {"config": [0, 0], "weights": [0, 0]}
@@ -220,6 +276,7 @@ def test_from_pretrained_on_hundreds_of_mutated_folders(base, tmp_path):
             what = mutated_weights(rng, case, outside)
             part = "weights"
         what = f"case {i}: {what}"
+        touched_outside(watch)  # making the mutation may open the canary; loading it must not
         loaded, result = load_or_refuse(lambda: Reconstructor.from_pretrained(case), what)
         outcomes[part][loaded] += 1
         if loaded:
@@ -228,6 +285,7 @@ def test_from_pretrained_on_hundreds_of_mutated_folders(base, tmp_path):
         else:  # the message names the file: the config, or weights that do not fit a changed config
             named = ("config.json", ".weights.h5") if part == "config" else (what.split(": ")[1],)
             assert str(case) in result and any(n in result for n in named), f"{what}: {result}"
+        assert_read_nothing_outside(watch, what)
         shutil.rmtree(case)
     print(f"\nfuzz outcomes (refused, loaded): {outcomes}")
     assert all(refused > 20 for refused, _ in outcomes.values())  # the mutations reach both outcomes
@@ -235,7 +293,7 @@ def test_from_pretrained_on_hundreds_of_mutated_folders(base, tmp_path):
 
 
 @pytest.mark.usefixtures("isolated_hf")
-def test_hub_pull_of_mutated_repos(base, fake_hub, tmp_path):
+def test_hub_pull_of_mutated_repos(base, watch, fake_hub, tmp_path):
     import hub
     from hub import HubError
     folder, outside = base
@@ -253,15 +311,17 @@ def test_hub_pull_of_mutated_repos(base, fake_hub, tmp_path):
         fake_hub.create(repo)
         fake_hub.commit(repo, {name: (case / name).read_bytes() for name in files})
         what = f"hub case {i}: {what}"
+        touched_outside(watch)
         loaded, result = load_or_refuse(lambda: hub.from_pretrained(repo, endpoint=fake_hub.url), what,
                                         (HubError,))
         if loaded:
             check_model(result, what)
         else:
             assert repo in result, what
+        assert_read_nothing_outside(watch, what)
 
 
-def test_the_app_falls_back_from_mutated_folders(base, tmp_path, caplog):
+def test_the_app_falls_back_from_mutated_folders(base, watch, tmp_path):
     import app
     folder, outside = base
     rng = np.random.default_rng(SEED + 2)
@@ -276,6 +336,7 @@ def test_the_app_falls_back_from_mutated_folders(base, tmp_path, caplog):
         else:
             what = mutated_weights(rng, case, outside)
         what = f"app case {i}: {what}"
+        touched_outside(watch)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -287,4 +348,5 @@ def test_the_app_falls_back_from_mutated_folders(base, tmp_path, caplog):
         assert layers and {id(m) for m in layers} <= {id(m) for m in store.loaded.values()}, what
         if store.default != case.name:
             assert store.notice.startswith(f"Could not load the model {case}"), what
+        assert_read_nothing_outside(watch, what)
         shutil.rmtree(case)
