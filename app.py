@@ -54,11 +54,13 @@ if __name__ == "__main__":
     parse_args()  # --help and bad arguments answer now, before Gradio and TensorFlow load (seconds)
     start_tensorflow_quietly()
 
+import atexit  # noqa: E402
 import contextlib  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -208,8 +210,7 @@ def reconstruct_upload(model: Reconstructor, path, resolution: str = "trained"):
         raise gr.Error(f"Cannot reconstruct this image: {e}") from None
     seconds = time.perf_counter() - start
     x, y = to_uint8(rec.input), to_uint8(rec.output)
-    out_dir = Path(tempfile.mkdtemp(prefix="recon_"))
-    download = out_dir / f"{Path(str(path)).stem[:60] or 'image'}_{model.config.layer}_reconstruction.png"
+    download = DOWNLOADS.path(f"{Path(str(path)).stem[:60] or 'image'}_{model.config.layer}_reconstruction.png")
     from PIL import Image
     Image.fromarray(y).save(download)
     h, w = image.shape[:2]
@@ -218,6 +219,31 @@ def reconstruct_upload(model: Reconstructor, path, resolution: str = "trained"):
               f"from {model.config.layer} features of shape {tuple(rec.features.shape)}, in {model.precision_name}."
               + size_note(model, image, resolution, size, y.shape) + undefined_metrics_note(metrics))
     return (x, y), error_heatmap(rec.input, rec.output), rounded(metrics), str(download), status
+
+
+class DownloadFolder:
+    """Where the Upload tab's reconstructions wait to be downloaded: one `recon_*` folder in TMPDIR per
+    process, holding the newest `keep` (one subfolder each, so that names never collide), deleted
+    at exit. Gradio copies a returned file into its own cache when the event ends (and cleans that
+    itself: delete_cache), so only the last few need to stay."""
+
+    def __init__(self, keep: int = 32):
+        self.keep, self.root, self.kept = keep, None, []
+        self.lock = threading.Lock()
+
+    def path(self, name: str) -> Path:
+        """A new path for a file called `name`; the oldest files beyond `keep` are deleted."""
+        with self.lock:
+            if self.root is None or not self.root.is_dir():
+                self.root = Path(tempfile.mkdtemp(prefix="recon_"))
+                atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+            self.kept.append(Path(tempfile.mkdtemp(dir=self.root)))
+            while len(self.kept) > self.keep:
+                shutil.rmtree(self.kept.pop(0), ignore_errors=True)
+            return self.kept[-1] / name
+
+
+DOWNLOADS = DownloadFolder()
 
 
 def size_note(model: Reconstructor, image: np.ndarray, resolution: str, size, shape) -> str:
@@ -313,6 +339,12 @@ def feature_view(model: Reconstructor, path, resolution: str = "trained", top_n:
 def tile_index(tiles, channel: int) -> int | None:
     """Which tile of the gallery shows `channel` (None: it is not among the strongest shown)."""
     return next((i for i, (_, caption) in enumerate(tiles) if caption.startswith(f"ch {channel} ")), None)
+
+
+def tile_channel(caption) -> int:
+    """The channel a clicked tile shows, from its caption ("ch 12 · mean ..."); 0 for anything else."""
+    match = re.match(r"ch (\d+)", caption if isinstance(caption, str) else "")
+    return int(match.group(1)) if match else 0
 
 
 def highlighted(tiles, channel: int) -> gr.Gallery:
@@ -441,38 +473,76 @@ def quality_by_depth(rows: list[dict]):
 
 
 # -- model panel ----------------------------------------------------------------------------------
+MAX_CARD_BYTES = 1_000_000  # a model card is a page of markdown; more is not read
+MAX_FRONT_MATTER_BYTES = 64_000
+
+
 def read_model_card(folder: Path | None) -> tuple[dict, str]:
-    """README.md of a model folder -> (YAML front matter, markdown body); empty when absent."""
+    """README.md of a model folder -> (YAML front matter, markdown body); empty when absent.
+
+    Line by line, in time linear in the card's length (a regular expression over it backtracked:
+    32 kB took seconds). Front matter that is not a YAML mapping, or is over MAX_FRONT_MATTER_BYTES,
+    counts as none; the body is cut at MAX_CARD_BYTES.
+    """
     if folder is None or not (folder / "README.md").is_file():
         return {}, ""
-    text = (folder / "README.md").read_text(encoding="utf-8", errors="replace")
-    match = re.match(r"^---\s*\n(.*?)\n---\s*\n?(.*)$", text, re.S)
-    if not match:
+    try:
+        with open(folder / "README.md", encoding="utf-8", errors="replace") as f:
+            text = f.read(MAX_CARD_BYTES)
+    except OSError:
+        return {}, ""
+    lines = text.split("\n")
+    if lines[0].rstrip() != "---":
         return {}, text
+    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
+    if end is None:
+        return {}, text
+    front, body = "\n".join(lines[1:end]), "\n".join(lines[end + 1:])
+    if len(front) > MAX_FRONT_MATTER_BYTES:
+        return {}, body
     import yaml
     try:
-        meta = yaml.safe_load(match.group(1)) or {}
-    except yaml.YAMLError:
+        meta = yaml.safe_load(front) or {}
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an int of over 4300 digits
         meta = {}
-    return (meta if isinstance(meta, dict) else {}), match.group(2)
+    return (meta if isinstance(meta, dict) else {}), body
 
 
 def card_section(body: str, title: str) -> str:
-    """The text under the first markdown heading that contains `title` (case-insensitive)."""
-    match = re.search(rf"^(#+)[^\n]*{re.escape(title)}[^\n]*\n(.*?)(?=^#{{1,6}} |\Z)", body, re.S | re.M | re.I)
-    return match.group(2).strip() if match else ""
+    """The text under the first markdown heading that contains `title` (case-insensitive), up to the
+    next heading of one to six #s; linear in the body's length."""
+    title, section = title.lower(), None
+    for line in body.split("\n"):
+        if section is None:
+            if line.startswith("#") and title in line.lower():
+                section = []
+            continue
+        hashes = len(line) - len(line.lstrip("#"))
+        if 1 <= hashes <= 6 and line[hashes:hashes + 1] == " ":
+            break
+        section.append(line)
+    return "\n".join(section).strip() if section else ""
 
 
 def read_metrics_summary(folder: Path | None) -> dict:
+    """metrics_summary.json of a model folder (`training.evaluate`), or {} where absent or not a JSON
+    object. Its values are untrusted: `summary_number` checks each one before use."""
     import json
     path = folder / "metrics_summary.json" if folder is not None else None
     if path is None or not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def summary_number(value) -> float | None:
+    """A finite number from a metrics summary, else None (a string, a list, NaN, a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e15 <= value <= 1e15:
+        return None
+    return float(value)
 
 
 def random_weights_banner(model: Reconstructor | None) -> str:
@@ -502,16 +572,18 @@ def model_info(model: Reconstructor, name: str, folder: Path | None) -> str:
             shown = ", ".join(map(str, value)) if isinstance(value, list) else value
             lines.append(f"| {key} | {str(shown).replace('|', '/')} |")
     summary = read_metrics_summary(folder)
-    if "psnr" in summary:
-        lines += ["", "**Held-out metrics** " + (f"({summary.get('count', '?')} images from "
-                                                 f"`{Path(str(summary.get('data', '?'))).name}` at size "
-                                                 f"{summary.get('size', '?')})"
-                                                 if "count" in summary else ""), "",
+    rows = {key: (summary_number(summary[key].get("mean")), summary_number(summary[key].get("std")))
+            for key in ("psnr", "ssim", "lpips", "mse") if isinstance(summary.get(key), dict)}
+    if rows.get("psnr", (None,))[0] is not None:
+        count, data, size = summary.get("count"), summary.get("data"), summary.get("size")
+        lines += ["", "**Held-out metrics** " + (f"({count} images from "
+                                                 f"`{Path(data if isinstance(data, str) else '?').name[:100]}` at size "
+                                                 f"{size if isinstance(size, (int, str)) and len(str(size)) < 20 else '?'})"
+                                                 if isinstance(count, int) and not isinstance(count, bool) else ""), "",
                   "| metric | mean | std |", "|---|---|---|"]
-        for key in ("psnr", "ssim", "lpips", "mse"):
-            if isinstance(summary.get(key), dict):
-                lines.append(f"| {key.upper()} | {summary[key].get('mean', float('nan')):.4g} | "
-                             f"{summary[key].get('std', float('nan')):.3g} |")
+        for key, (mean, std) in rows.items():
+            lines.append(f"| {key.upper()} | {'?' if mean is None else format(mean, '.4g')} | "
+                         f"{'?' if std is None else format(std, '.3g')} |")
     else:
         lines += ["", "_No held-out metrics (metrics_summary.json) in this model folder._"]
     training = card_section(body, "training data") or card_section(body, "training")
@@ -539,6 +611,7 @@ class ModelStore:
     notice: str = ""  # shown at the top of the page: a model that could not be pulled or loaded
     problem: str = ""  # the full reason behind the notice, for the server log (paths, advice)
     precision: str = "float32"  # asked of every model loaded here; "auto" resolves per model (recon.precision)
+    skipped: dict[str, str] = field(default_factory=dict)  # folders that could not be loaded: name -> reason
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -546,6 +619,12 @@ class ModelStore:
         return list(self.folders)
 
     def get(self, name: str | None) -> Reconstructor:
+        """The model `name` (default: the default one), loaded on first use.
+
+        Raises:
+            gr.Error: no such model, or its folder cannot be loaded (the reason is kept in
+                `skipped`): a bad folder fails its own requests, never the app.
+        """
         name = name or self.default
         if name not in self.folders:
             raise gr.Error(f"No model named {name!r}" if name else f"No model available. {self.notice}")
@@ -553,18 +632,34 @@ class ModelStore:
             if name not in self.loaded:
                 try:
                     self.loaded[name] = Reconstructor.from_pretrained(self.folders[name], precision=self.precision)
-                except ModelFolderError as e:
-                    raise gr.Error(f"Cannot load model {name}: {e}") from None
+                except Exception as e:  # ModelFolderError; anything else is a bug, but still one folder's
+                    reason = str(e) if isinstance(e, ModelFolderError) else f"{type(e).__name__}: {e}"
+                    self.skipped[name] = reason
+                    raise gr.Error(f"Cannot load model {name}: {reason}") from None
+                self.skipped.pop(name, None)
             return self.loaded[name]
 
     def one_per_layer(self) -> list[Reconstructor]:
-        """The local models, the first of each layer (the bundled default wins its layer)."""
-        from recon import ReconConfig
-        layers = {}
+        """The local models, the first of each layer that loads (the bundled default wins its layer); a
+        folder that does not load is left out, and named in `skipped`."""
+        from recon import ConfigError, ReconConfig
+        known, layers = set(self.skipped), {}
         for name, folder in self.folders.items():
-            if folder is not None and (folder / "config.json").is_file():
-                layers.setdefault(ReconConfig.load(folder / "config.json").layer, name)
-        return [self.get(name) for name in layers.values()]
+            if folder is None:
+                continue
+            try:  # the config alone says the layer: only the first model of each layer is loaded
+                layers.setdefault(ReconConfig.load(folder / "config.json").layer, []).append(name)
+            except ConfigError as e:
+                self.skipped[name] = str(e)
+        models = []
+        for names in layers.values():
+            for name in names:
+                with contextlib.suppress(gr.Error):
+                    models.append(self.get(name))
+                    break
+        for name in set(self.skipped) - known:
+            log.warning("model %s skipped: %s", name, self.skipped[name])
+        return models
 
 
 def looks_like_path(model: str) -> bool:
@@ -594,6 +689,14 @@ def resolve_models(model=None, revision: str | None = None, models_dir: Path = M
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     store = ModelStore(folders=dict(find_model_folders(models_dir)), precision=precision)
+    from recon import ConfigError, ReconConfig
+    for name, folder in list(store.folders.items()):  # a folder whose config is unusable is not offered
+        try:
+            ReconConfig.load(folder / "config.json")
+        except ConfigError as e:
+            del store.folders[name]
+            store.skipped[name] = str(e)
+            log.warning("model %s skipped: %s", name, e)
     fallbacks = list(store.folders)
     if isinstance(model, Reconstructor):
         store.folders = {"given model": None} | store.folders
@@ -623,6 +726,8 @@ def resolve_models(model=None, revision: str | None = None, models_dir: Path = M
         except Exception as e:  # any failure (offline, missing repo, broken files) falls back
             problem = f"Could not pull {model}{'@' + revision if revision else ''}: {e}"
     for name in fallbacks:  # the bundled model first (find_model_folders sorts it first)
+        if name not in store.folders:  # the requested folder, under models/ too, failed above
+            continue
         try:
             store.get(name)
             store.default = name
@@ -839,9 +944,7 @@ def features_tab(store: ModelStore, current: Reconstructor | None, picker, uploa
 
     @page_errors(outputs=5, status=2)
     def on_pick_tile(path, res, n, name, evt: gr.SelectData):
-        caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
-        match = re.match(r"ch (\d+)", caption or "")
-        ch = int(match.group(1)) if match else 0
+        ch = tile_channel(evt.value.get("caption") if isinstance(evt.value, dict) else None)
         tiles, image, text, ch = feature_view(store.get(name), path, res, n, ch)
         return ch, image, text, highlighted(tiles, ch), {"model": name, "channel": ch}
 
@@ -983,8 +1086,12 @@ def layers_tab(store: ModelStore, upload, resolution) -> None:
     def on_compare(path, res):
         if not path:
             return [], None, "", NO_UPLOAD
-        tiles, figure, text = compare_layers(store.one_per_layer(), path, res)
-        return tiles, figure, text, f"{Path(path).name}, {len(tiles) - 1} layers."
+        models = store.one_per_layer()
+        skipped = f" Not shown: {', '.join(sorted(store.skipped))} (could not be loaded)." if store.skipped else ""
+        if not models:
+            return [], None, "", f"No model could be loaded to compare.{skipped}"
+        tiles, figure, text = compare_layers(models, path, res)
+        return tiles, figure, text, f"{Path(path).name}, {len(tiles) - 1} layers.{skipped}"
 
     comparing = gr.on([button.click, tab.select], on_compare, [upload, resolution], [gallery, plot, table, status],
                       api_name="layers", **ALWAYS_LAST)

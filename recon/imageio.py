@@ -82,9 +82,10 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
 
     Transparency (an alpha channel, premultiplied or not, or a PNG tRNS colour key) is composited on
     white. 1/L/P/RGB/RGBX/CMYK/YCbCr/HSV use Pillow's exact conversions; LAB goes through a LAB ->
-    sRGB colour transform; integer and float modes are scaled by their range: I and I;16* by 255
-    when no value exceeds 255, else by 65535; F by 1 when no value exceeds 1, else as I. Anything
-    else raises ValueError.
+    sRGB colour transform; I;16* (16-bit PNG and TIFF) by 65535, what the format says, whatever
+    the values (the maximum is no guide: a dark frame has a small one); I (32-bit integers,
+    whose range no format states) by 255 when no value exceeds 255, else by 65535; F by 1 when no
+    value exceeds 1, else as I. Anything else raises ValueError.
     """
     mode = im.mode
     if mode in ("1", "L", "P", "RGB") and im.has_transparency_data:  # a colour key or an RGBA palette
@@ -104,7 +105,10 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         top = float(a.max()) if a.size else 0.0
-        peak = 1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0
+        if mode.startswith("I;16"):
+            peak = 65535.0
+        else:
+            peak = 1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0
         grey = np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
     raise ValueError(f"unsupported image mode {mode!r}")  # load_image names the file

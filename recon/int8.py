@@ -22,7 +22,11 @@ LiteRT (`ai-edge-litert`), or TensorFlow's own `tf.lite` where that is missing.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import signal
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterable
@@ -99,6 +103,68 @@ def _closer(reference: np.ndarray, candidate: np.ndarray, other: np.ndarray) -> 
 def holds_trunk(model_content: bytes) -> bool:
     """Whether an int8 file holds the decoder's residual trunk too (two outputs)."""
     return len(tflite_interpreter(model_content, num_threads=1).get_output_details()) == 2
+
+
+# What the child process of `check_runs` runs: the file from stdin, loaded ("loaded" on stdout), then run
+# once on a zero image of the side in argv; exit status 4: no TFLite runtime.
+CHILD_CODE = """\
+import sys
+import numpy as np
+from recon.int8 import Int8Encoder
+try:
+    encoder = Int8Encoder(sys.stdin.buffer.read())
+except ImportError as e:
+    print(f"{type(e).__name__}: {e}", file=sys.stderr)
+    sys.exit(4)
+print("loaded", flush=True)
+side = int(sys.argv[1])
+encoder.front(np.zeros((1, side, side, 3), np.float32))
+"""
+_RAN: set[str] = set()  # SHA-256 of the files that ran in a child process here: checked once per process
+
+
+def check_runs(model_content: bytes, side: int, timeout: float = 120) -> None:
+    """Load and run an int8 file once in a child process, before this process does: a malformed
+    flatbuffer can abort the TFLite interpreter (SIGABRT, seen with one flipped bit), which no
+    Python code can catch, so a model folder from a stranger could otherwise end the app.
+
+    Args:
+        model_content: the .tflite file's bytes.
+        side: height and width of the zero image it runs on (a multiple of the layer's stride).
+        timeout: seconds before the child counts as hung.
+
+    Raises:
+        ImportError: no TFLite runtime (LiteRT or TensorFlow).
+        ValueError: the file does not load: the child's last line, or the signal that ended it.
+        RuntimeError: the file loads but fails, crashes or hangs on its first input.
+    """
+    digest = hashlib.sha256(model_content).hexdigest()
+    if digest in _RAN:
+        return
+    root = str(Path(__file__).resolve().parents[1])  # where `recon` imports from
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+                        "TF_CPP_MIN_LOG_LEVEL": "3"}
+    try:
+        done = subprocess.run([sys.executable, "-c", CHILD_CODE, str(int(side))], input=model_content,
+                              capture_output=True, timeout=timeout, env=env)
+        stdout, stderr, returncode = done.stdout, done.stderr, done.returncode
+    except subprocess.TimeoutExpired as e:
+        stdout, stderr, returncode = e.stdout or b"", b"", None
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    if returncode is None:
+        why = f"it ran over {timeout:g} s"
+    elif returncode < 0:
+        why = f"it crashed the TFLite interpreter ({signal.Signals(-returncode).name})"
+    else:
+        why = lines[-1] if lines else f"exit status {returncode}"
+    if returncode == 0:
+        _RAN.add(digest)
+    elif returncode == 4:
+        raise ImportError(why)
+    elif b"loaded" not in stdout:
+        raise ValueError(why)
+    else:
+        raise RuntimeError(why)
 
 
 def tflite_interpreter(model_content: bytes, num_threads: int | None = None):

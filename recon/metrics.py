@@ -22,11 +22,20 @@ ERROR_MAP_MAX = 0.25  # every error map's colour range is 0..this, so maps of an
 
 
 def unit_pair(reference, test) -> tuple[np.ndarray, np.ndarray]:
-    """Both images as float64 in [0, 1], after checking dtype, range and shape (ValueError)."""
+    """Both images as float64 in [0, 1], after checking dtype, range and shape.
+
+    Raises:
+        ValueError: a dtype or range `checked_image` refuses; shapes that differ; an image that is
+            not (H, W, 3), (H, W, 1) or (H, W) (a channel-first (3, H, W) array gave a PSNR and
+            NaN SSIM and LPIPS, computed over the wrong axes).
+    """
     a = to_float(checked_image(reference, "reference")).astype(np.float64)
     b = to_float(checked_image(test, "test")).astype(np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+        raise ValueError(f"shapes differ: reference {a.shape} vs test {b.shape}")
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3)):
+        hint = ": channels first? Use image.transpose(1, 2, 0)" if a.ndim == 3 and a.shape[0] in (1, 3) else ""
+        raise ValueError(f"expected (H, W, 3) images, channels last, got shape {a.shape}{hint}")
     return a, b
 
 
@@ -92,11 +101,17 @@ def lpips(reference: np.ndarray, test: np.ndarray, net: str = "alex") -> float:
 def image_metrics(reference: np.ndarray, test: np.ndarray, lpips_net: str | None = "alex") -> dict[str, float]:
     """MSE, PSNR, SSIM and (unless lpips_net is None) LPIPS of one (H, W, 3) image pair in [0,1].
 
+    Raises:
+        ValueError: as `unit_pair` (dtype, range, differing shapes, channels first), or a pair that
+            is not (H, W, 3).
+
     Example:
         >>> image_metrics(a, b)
         {'mse': 0.0021, 'psnr': 26.8, 'ssim': 0.83, 'lpips': 0.12}
     """
     a, b = unit_pair(reference, test)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB pair, got shape {a.shape}")
     out = {"mse": _mse(a, b), "psnr": _psnr(a, b), "ssim": _ssim(a, b)}
     if lpips_net:
         out["lpips"] = lpips(a, b, lpips_net)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 
@@ -22,8 +24,9 @@ from recon.config import ConfigError, ReconConfig
 from recon.decoder import build_decoder, inference_decoder
 from recon.encoder import (TORCHVISION_FILE_ENV, EncoderWeightsError, build_encoder, read_vgg_weights,
                            resolve_weights_file, save_encoder_weights, set_vgg_weights)
+from recon.hdf5 import WeightsFileError, read_array, stored_datasets
 from recon.imageio import center_crop_square, checked_image, resize, to_float
-from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, holds_trunk
+from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, check_runs, holds_trunk
 from recon.metrics import image_metrics
 from recon.precision import dtype_policy, layer_precision, resolve_precision
 from recon.training_record import TrainingRecord
@@ -51,6 +54,37 @@ def weights_fingerprint(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
+def weights_layout(model: keras.Model) -> dict[str, tuple]:
+    """The datasets Keras' save_weights writes for `model` (a `.weights.h5` file): path -> shape.
+    What a weights file for it must hold, names included, whatever the Keras version names them.
+
+    Learnt by saving once per architecture (its layers' classes and weights' paths and shapes, all
+    that the file's layout depends on): otherwise every load of a folder would write a file.
+    """
+    architecture = tuple((type(layer).__name__, tuple((w.path, tuple(w.shape)) for w in layer.weights))
+                         for layer in model.layers)
+    if architecture not in _LAYOUTS:
+        if len(_LAYOUTS) >= 64:  # bounded: a process that loads many kinds of decoder starts over
+            _LAYOUTS.clear()
+        _LAYOUTS[architecture] = saved_layout(model)
+    return dict(_LAYOUTS[architecture])
+
+
+_LAYOUTS: dict[tuple, dict[str, tuple]] = {}  # architecture (see weights_layout) -> its layout
+
+
+def saved_layout(model: keras.Model) -> dict[str, tuple]:
+    """`weights_layout`, learnt by saving `model`'s weights to a temporary file and reading it back."""
+    with tempfile.TemporaryDirectory(prefix="recon-layout-") as tmp:
+        path = Path(tmp) / "layout.weights.h5"
+        model.save_weights(path)
+        with h5py.File(path, "r") as f:
+            layout = {}
+            f.visititems(lambda name, item: layout.__setitem__(name, tuple(item.shape))
+                         if isinstance(item, h5py.Dataset) else None)
+    return layout
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -61,6 +95,16 @@ def file_sha256(path: str | Path) -> str:
 
 class ModelFolderError(RuntimeError):
     """A model folder that is incomplete, inconsistent, or whose weights do not fit its config."""
+
+
+class Int8RunError(ModelFolderError):
+    """An int8 file that loads but does not run (a flipped bit the hash was updated for)."""
+
+
+# What loading a folder may raise below Reconstructor itself, for a file it cannot make sense of:
+# from_pretrained names the folder and turns any of them into a ModelFolderError.
+LOAD_ERRORS = (KeyError, TypeError, AttributeError, IndexError, ValueError, OSError, RuntimeError, MemoryError,
+               OverflowError, RecursionError)
 
 
 @dataclass
@@ -102,6 +146,7 @@ class Reconstructor:
         if self.precision == "int8" and int8_encoder is None:
             raise ValueError('precision "int8" needs an int8_encoder (python -m training.quantize makes one)')
         self.int8_encoder = int8_encoder if self.precision == "int8" else None
+        self._int8_optional = False  # whether an int8 file that fails to run falls back (from_pretrained "auto")
         self.int8_file = int8_encoder.model_content if int8_encoder is not None else None  # saved with the model
         self.layer_precision = layer_precision(self.precision)
         with dtype_policy(self.layer_precision):
@@ -127,15 +172,26 @@ class Reconstructor:
         falls back to floating point, with a warning, if that file cannot be run (another hash
         than the config's, no TFLite runtime).
 
+        Every file is untrusted input (a folder may come from the Hub): the config is checked
+        before anything is built (`ReconConfig`), weights are read only from datasets stored in
+        their file, of the names, shapes and dtypes the config implies (`recon.hdf5`), and an int8
+        file runs once before it is used. Under "auto", an int8 file that fails later, at run time,
+        is dropped for floating point with one warning.
+
         Raises:
-            ModelFolderError: a missing or broken file; for "int8", also a missing, stale or broken
-                encoder.int8.tflite.
+            ModelFolderError: a missing or broken file, naming it (and the field or dataset); for
+                "int8", also a missing, stale or broken encoder.int8.tflite.
             ValueError: an unknown precision.
         """
         asked = precision
         precision = resolve_precision(precision, int8_ready=(Path(folder) / INT8_ENCODER_FILE).is_file())
-        with dtype_policy(layer_precision(precision)):
-            return cls._load(Path(folder), precision, int8_optional=asked == "auto")
+        try:
+            with dtype_policy(layer_precision(precision)):
+                return cls._load(Path(folder), precision, int8_optional=asked == "auto")
+        except ModelFolderError:
+            raise
+        except LOAD_ERRORS as e:  # what the checks below missed still names the folder, never a traceback
+            raise ModelFolderError(f"{folder}: cannot be loaded ({type(e).__name__}: {e})") from None
 
     @classmethod
     def _load(cls, folder: Path, precision: str, int8_optional: bool = False) -> "Reconstructor":
@@ -147,18 +203,14 @@ class Reconstructor:
             raise ModelFolderError(f"{folder} is missing {', '.join(missing)}")
         try:
             config = ReconConfig.load(folder / CONFIG_FILE)
+            weights = read_vgg_weights(cls._encoder_file(folder, config))  # checked before anything is built
             encoder = build_encoder(config, weights=None)
-            set_vgg_weights(encoder, read_vgg_weights(cls._encoder_file(folder, config)))
-        except (ConfigError, EncoderWeightsError) as e:
-            raise ModelFolderError(f"{folder}: {e}") from None
+            set_vgg_weights(encoder, weights)
+        except (ConfigError, EncoderWeightsError) as e:  # their messages name the file where they have one
+            raise ModelFolderError(str(e) if str(folder) in str(e) else f"{folder}: {e}") from None
         decoder = build_decoder(config)
-        try:
-            with warnings.catch_warnings():  # Keras warns per layer before raising; the error says it all
-                warnings.simplefilter("ignore", UserWarning)
-                decoder.load_weights(folder / DECODER_FILE)
-        except (ValueError, KeyError, OSError) as e:
-            raise ModelFolderError(f"{folder}: {DECODER_FILE} does not fit the config's decoder: {e}") from None
-        int8_encoder = None
+        cls._load_decoder(decoder, folder / DECODER_FILE)
+        int8_encoder, int8_runs = None, True
         if precision == "int8":
             try:
                 int8_encoder = cls._int8_encoder(folder, config)
@@ -167,12 +219,48 @@ class Reconstructor:
                     raise
                 warnings.warn(f"{e}; running it in {layer_precision(precision)}", stacklevel=3)
                 precision = layer_precision(precision)  # what the layers were built in
+                int8_runs = not isinstance(e, Int8RunError)
         model = cls(config, encoder, decoder, precision, int8_encoder)
+        model._int8_optional = int8_optional
         model.training = TrainingRecord.load(folder)
-        if int8_encoder is None and cls._int8_file_matches(folder, config):
+        if int8_encoder is None and int8_runs and cls._int8_file_matches(folder, config):
             model.int8_file = (folder / INT8_ENCODER_FILE).read_bytes()  # kept for save_pretrained
             model._int8_decoder = weights_fingerprint(decoder)
         return model
+
+    @staticmethod
+    def _load_decoder(decoder: keras.Model, path: Path) -> None:
+        """Load decoder.weights.h5 into `decoder`; Keras reads the file only once it is known to hold
+        exactly the decoder's weights (each name, shape, a float dtype, finite values), all stored
+        inside it.
+
+        Raises:
+            ModelFolderError: naming the file and the dataset that is missing, extra, of another
+                shape or dtype, not finite, or stored outside the file; or a file that is not HDF5.
+        """
+        expected = weights_layout(decoder)
+        try:
+            with h5py.File(path, "r") as f:
+                datasets = stored_datasets(f, path)
+                # a run folder's decoder is saved while it trains: Keras adds the optimizer's state,
+                # which loading ignores
+                for name in sorted(n for n in set(datasets) - set(expected) if not n.startswith("optimizer/")):
+                    raise WeightsFileError(f"{path} does not fit the config's decoder: it has no weight {name}")
+                for name, shape in expected.items():
+                    try:
+                        read_array(datasets, name, shape, path)  # read here too: every value finite
+                    except WeightsFileError as e:
+                        raise WeightsFileError(f"{path} does not fit the config's decoder: {str(e).removeprefix(f'{path}: ')}") from None
+        except WeightsFileError as e:
+            raise ModelFolderError(str(e)) from None
+        except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:  # not HDF5, truncated, corrupt
+            raise ModelFolderError(f"{path} is not a readable weights file ({type(e).__name__}: {e})") from None
+        try:
+            with warnings.catch_warnings():  # Keras warns per layer before raising; the error says it all
+                warnings.simplefilter("ignore", UserWarning)
+                decoder.load_weights(path)
+        except LOAD_ERRORS as e:  # a corrupt chunk that the checks above could not see
+            raise ModelFolderError(f"{path} does not fit the config's decoder: {type(e).__name__}: {e}") from None
 
     @staticmethod
     def _int8_file_matches(folder: Path, config: ReconConfig) -> bool:
@@ -189,15 +277,19 @@ class Reconstructor:
         if not path.is_file():
             raise ModelFolderError(f"{folder} has no {INT8_ENCODER_FILE} for precision int8: make one with "
                                    f"{quantize_command(folder)}")
-        if config.int8_encoder_sha256 != file_sha256(path):
+        content = path.read_bytes()  # read once: what is checked is what runs
+        if config.int8_encoder_sha256 != hashlib.sha256(content).hexdigest():
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} is not the one training.quantize checked for this "
                                    f"config (its SHA-256 is not the config's int8_encoder_sha256); quantize again: {quantize_command(folder)}")
-        try:
-            int8_encoder = Int8Encoder.load(path)
+        try:  # in a child process first: a malformed file can abort the interpreter, and with it this process
+            check_runs(content, 2 * config.stride)
+            int8_encoder = Int8Encoder(content)
         except ImportError as e:
             raise ModelFolderError(f"no TFLite runtime to run {INT8_ENCODER_FILE} (pip install ai-edge-litert): {e}") from None
-        except (ValueError, RuntimeError) as e:
-            raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} is not a TFLite model: {e}") from None
+        except ValueError as e:
+            raise Int8RunError(f"{folder}: {INT8_ENCODER_FILE} is not a TFLite model: {e}") from None
+        except RuntimeError as e:
+            raise Int8RunError(f"{folder}: {INT8_ENCODER_FILE} does not run ({e})") from None
         if int8_encoder.channels != config.channels:
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} gives {int8_encoder.channels} channels, "
                                    f"the config's {config.layer} has {config.channels}")
@@ -207,6 +299,15 @@ class Reconstructor:
         if int8_encoder.has_trunk and int8_encoder.trunk_channels != config.decoder_width:
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE}'s decoder trunk gives {int8_encoder.trunk_channels} "
                                    f"channels, the config's decoder_width is {config.decoder_width}")
+        side = 2 * config.stride  # one trial run: a file can load and still fail on every input
+        try:
+            features, handover = int8_encoder.front(np.zeros((1, side, side, 3), np.float32))
+        except (RuntimeError, ValueError) as e:
+            raise Int8RunError(f"{folder}: {INT8_ENCODER_FILE} does not run ({e})") from None
+        widths = (config.channels, config.decoder_width if int8_encoder.has_trunk else config.channels)
+        if features.shape != (1, 2, 2, widths[0]) or handover.shape != (1, 2, 2, widths[1]):
+            raise Int8RunError(f"{folder}: {INT8_ENCODER_FILE} gives outputs of shapes {features.shape} and "
+                               f"{handover.shape} for a {side}x{side} image, not (1, 2, 2, {widths[0]})")
         return int8_encoder
 
     @staticmethod
@@ -306,7 +407,11 @@ class Reconstructor:
     def _encode(self, batch: np.ndarray) -> np.ndarray:
         """A batch `_as_batch` has checked -> float32 features."""
         if self.int8_encoder is not None:
-            return self.int8_encoder(batch)
+            try:
+                return self.int8_encoder(batch)
+            except (RuntimeError, ValueError) as e:
+                self._int8_failed(e)
+                return self._encode(batch)
         return keras.ops.convert_to_numpy(self.encoder(batch, training=False)).astype(np.float32, copy=False)
 
     def decode(self, features: np.ndarray) -> np.ndarray:
@@ -343,7 +448,11 @@ class Reconstructor:
             # trace would count against one shared lambda ("5 out of the last 5 calls ... retracing")
             self._compiled = tf.function(functools.partial(Reconstructor._forward, self), autograph=False)
         if self.int8_encoder is not None:  # the int8 file runs outside TensorFlow; the float part is the graph
-            features, handover = self.int8_encoder.front(batch)
+            try:
+                features, handover = self.int8_encoder.front(batch)
+            except (RuntimeError, ValueError) as e:
+                self._int8_failed(e)
+                return self.reconstruct_batch(images)
             outputs = self._compiled(handover) if trained_size else self._float_part(handover, training=False)
         elif trained_size:
             outputs, features = self._compiled(batch)
@@ -352,6 +461,22 @@ class Reconstructor:
             return self.decode(features), features
         return (keras.ops.convert_to_numpy(outputs).astype(np.float32, copy=False),
                 keras.ops.convert_to_numpy(features).astype(np.float32, copy=False))
+
+    def _int8_failed(self, error: Exception) -> None:
+        """The int8 file failed on an input. Loaded with "auto": run in floating point from now on, with
+        one warning (and save the folder without the file); else raise.
+
+        Raises:
+            ModelFolderError: the model was loaded with precision "int8" (or given its int8 encoder).
+        """
+        if not self._int8_optional:
+            raise ModelFolderError(f"{INT8_ENCODER_FILE} failed to run: {error}") from None
+        warnings.warn(f"{INT8_ENCODER_FILE} failed to run ({error}); running in {self.layer_precision} from now on",
+                      stacklevel=4)
+        self.int8_encoder, self.int8_file, self._int8_decoder = None, None, None
+        self.precision = self.layer_precision
+        self._float_part = self._fast_decoder
+        self._compiled = None  # traced for the int8 file's handover: traced again
 
     def _forward(self, batch):
         if self.int8_encoder is not None:

@@ -159,6 +159,25 @@ def test_feature_view(model, images):
     assert tiles[0][1].startswith(f"ch {strongest} ")  # by default the strongest channel is shown large
     assert app.tile_index(tiles, strongest) == 0
     assert app.tile_index(tiles, int(tiles[3][1].split()[1])) == 3 and app.tile_index(tiles, 999) is None
+    # a click on a tile shows the channel its caption names (the Features tab's on_pick_tile)
+    assert [app.tile_channel(caption) for _, caption in tiles] == [int(c.split()[1]) for _, c in tiles]
+    assert app.tile_channel(None) == app.tile_channel("mean 3") == 0
+
+
+def test_every_global_name_the_app_uses_exists():
+    """A name a handler uses but app.py no longer imports fails only when that handler runs: in the
+    browser, as a click that never answers (a dropped `import re` once did that to tile clicks)."""
+    import builtins
+    import dis
+    code = compile((ROOT / "app.py").read_text(encoding="utf-8"), "app.py", "exec")
+    functions, used = [code], set()
+    while functions:
+        current = functions.pop()
+        functions += [c for c in current.co_consts if isinstance(c, type(code))]
+        if current is not code:  # module-level code ran at import; functions run later
+            used |= {i.argval for i in dis.get_instructions(current) if i.opname == "LOAD_GLOBAL"}
+    assert {"re", "feature_view", "tile_channel"} <= used
+    assert sorted(name for name in used if not hasattr(app, name) and not hasattr(builtins, name)) == []
 
 
 def test_compare_layers_goes_shallow_to_deep(models_dir, images):
@@ -397,3 +416,82 @@ def test_gradio_server_variables_choose_host_and_port(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# -- untrusted model folders (issue 30) ----------------------------------------------------------------
+def test_pathological_model_cards_parse_in_linear_time(tmp_path):
+    """Both old regular expressions backtracked: these 200 kB cards would take minutes (32 kB took
+    seconds), so a return to them hangs here visibly."""
+    (tmp_path / "README.md").write_text("---" + " \n" * 100_000)  # front matter that never closes
+    meta, body = app.read_model_card(tmp_path)
+    assert meta == {} and body.startswith("---") and len(body) == 200_003
+    body = "#" * 200_000 + "\n## Training data\n\n3,000 CC0 photos.\n" + "#" * 7 + " not a heading\n## Limits\n"
+    assert app.card_section(body, "training data") == "3,000 CC0 photos.\n####### not a heading"
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# Card\n" + "## Training data\n" + "x " * 100_000)
+    meta, body = app.read_model_card(tmp_path)
+    assert meta == {"license": "mit"} and app.card_section(body, "Training").startswith("x x")
+    assert app.card_section("# Card\n## Limits\nnone\n", "training") == ""
+
+
+@pytest.mark.parametrize("front", ["key: " + "1" * 5000, "[" * 1000 + "]" * 1000, "- a\n- b", "a: b: c: [", "x" * 70_000])
+def test_front_matter_that_is_no_mapping_counts_as_none(model, tmp_path, front):
+    (tmp_path / "README.md").write_text(f"---\n{front}\n---\n## Training data\n\nphotos\n")
+    meta, body = app.read_model_card(tmp_path)
+    assert meta == {} and app.card_section(body, "training data") == "photos"
+    assert "photos" in app.model_info(model, "tiny", tmp_path)
+
+
+@pytest.mark.parametrize("summary, shown, hidden", [
+    ({"psnr": {"mean": "high", "std": [1]}, "ssim": "x", "count": "many", "data": 5}, "No held-out metrics", "high"),
+    ({"psnr": {"mean": 21.5, "std": "x"}, "ssim": {"mean": None}, "count": [1], "data": {"a": 1}, "size": [2]},
+     "| PSNR | 21.5 | ? |", "[1]"),
+    ({"psnr": {"mean": 21.5, "std": 1.0}, "count": 40, "data": "/home/me/holdout", "size": {"x": 1}},
+     "(40 images from `holdout` at size ?)", "/home/me"),
+    ([1, 2, 3], "No held-out metrics", "| PSNR"),
+    ({"psnr": {"mean": float("nan")}}, "No held-out metrics", "nan"),
+])
+def test_metrics_summary_of_wrong_types_never_breaks_the_model_tab(model, tmp_path, summary, shown, hidden):
+    (tmp_path / "metrics_summary.json").write_text(json.dumps(summary))
+    info = app.model_info(model, "tiny", tmp_path)
+    assert shown in info and hidden not in info
+
+
+def test_a_broken_folder_is_skipped_never_fatal(models_dir, tmp_path, caplog):
+    """Under models/: one with an unusable config.json, one whose weights are not the config's; as
+    --model: each falls back to a working one with a notice."""
+    import shutil
+    local = tmp_path / "models"
+    shutil.copytree(models_dir / "tiny-block1_conv2", local / "a-good")
+    bad_weights = Path(shutil.copytree(models_dir / "tiny-block2_conv2", local / "b-bad-weights"))
+    (bad_weights / "decoder.weights.h5").write_bytes(b"not hdf5")
+    bad_config = Path(shutil.copytree(models_dir / "tiny-block2_conv2", local / "b-bad-config"))
+    (bad_config / "config.json").write_text(json.dumps(
+        json.loads((bad_config / "config.json").read_text()) | {"image_size": "224", "layer": ["x"]}))
+    shutil.copytree(models_dir / "tiny-block2_conv2", local / "c-good")
+    with caplog.at_level(logging.WARNING, logger="recon.app"):
+        store = app.resolve_models(None, None, local)
+        assert store.default == "a-good" and not store.notice
+        assert "b-bad-config" not in store.names and "b-bad-config" in store.skipped  # not offered
+        assert "model b-bad-config skipped" in caplog.text
+        models = store.one_per_layer()  # the Layers tab: block2_conv2's first folder is passed over
+        assert "model b-bad-weights skipped" in caplog.text
+    assert [m.config.layer for m in models] == ["block1_conv2", "block2_conv2"] and store.loaded["c-good"] in models
+    assert "decoder.weights.h5" in store.skipped["b-bad-weights"]
+    with pytest.raises(gr.Error, match="Cannot load model b-bad-weights"):  # the picker: a toast, for that pick
+        store.get("b-bad-weights")
+    assert store.get(None) is store.loaded["a-good"]
+    for folder in (bad_config, bad_weights):
+        fallback = app.resolve_models(folder, None, local)
+        assert fallback.default == "a-good" and fallback.loaded["a-good"]
+        assert fallback.notice == f"Could not load the model {folder} (the server log says why). Using a-good instead."
+
+
+def test_reconstructions_for_download_do_not_pile_up_in_tmpdir(model, images, tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(app, "DOWNLOADS", app.DownloadFolder(keep=3))
+    downloads = [app.reconstruct_upload(model, str(images / "good.png"))[3] for _ in range(6)]
+    folders = list(tmp_path.glob("recon_*"))
+    assert len(folders) == 1 and len(list(folders[0].rglob("*.png"))) == 3  # the newest three
+    assert all(Path(d).is_file() for d in downloads[-3:]) and not Path(downloads[0]).exists()
+    assert len(set(downloads)) == 6 and Path(downloads[-1]).name == "good_block2_conv2_reconstruction.png"

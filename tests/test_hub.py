@@ -172,7 +172,7 @@ def tampered(model_dir: Path, problem: str) -> dict[str, bytes]:
     ("unknown layer", "unknown vgg16 layer 'block9_conv9'"),
     ("unknown backbone", "unknown backbone 'resnet50'"),
     ("missing weights", "missing decoder.weights.h5"),
-    ("wrong encoder shapes", "block1_conv1: weights of shape (3, 3, 3, 32) do not fit"),
+    ("wrong encoder shapes", "encoder.weights.h5: dataset block1_conv1/kernel has shape (3, 3, 3, 32), expected (3, 3, 3, 64)"),
     ("wrong decoder shapes", "decoder.weights.h5 does not fit the config's decoder"),
 ])
 def test_bad_repo_gives_a_clear_error_and_runs_nothing(problem, message, model_dir, fake_hub, tmp_path,
@@ -209,7 +209,9 @@ def test_cli_pull_without_network_or_cache_fails_in_one_line(env, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines[0].startswith(f"error: cannot load {REPO}: ")
-    assert "not cached in" in lines[0] and "python -m hub pull" in lines[0]
+    assert "not cached in" in lines[0] and f"python -m hub pull {REPO} --to DIR" in lines[0]
+    # what to do next, not the command just run again
+    assert ("unset hf_hub_offline" if "HF_HUB_OFFLINE" in env else "once the hub can be reached") in lines[0].lower()
 
 
 @pytest.mark.parametrize("status", [401, 500])
@@ -237,3 +239,26 @@ def test_the_suite_ignores_the_callers_hub_settings(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+@pytest.mark.parametrize("records, scores", [
+    ({"metrics_summary.json": {"psnr": {"mean": "17"}, "per_image": 5, "data": ["x"]},
+      "history.json": {"epoch": 1}, "run_config.json": {"crop_size": "32", "crops_per_image": "4" * 50,
+                                                        "alpha": "0.8", "minutes": "ten", "lr": [1]},
+      "split.json": {"train": 5, "val": "x", "data": {"a": 1}}}, None),
+    ({"metrics_summary.json": {"psnr": {"mean": 17.0, "std": "wide"}, "ssim": [0.5], "per_image": {"a": 1}},
+      "history.json": [{"val_psnr": "12"}, {"val_psnr": 13.0, "epoch": [2], "seconds": "60"}, 5, None]},
+     "| PSNR (dB) | 17.0000 |  |"),
+    ({"metrics_summary.json": [1, 2], "history.json": [{"val_psnr": 13.0, "val_ssim": {"x": 1}, "seconds": 10**400}],
+      "run_config.json": [1], "split.json": "x"}, "| PSNR (dB) | 13.0000 |"),
+    ({"metrics_summary.json": "[" * 100_000, "history.json": {"x": float("nan")}}, None),
+])
+def test_the_model_card_survives_records_of_the_wrong_types(model_dir, records, scores):
+    """metrics_summary.json, history.json, run_config.json and split.json come with folders from strangers too:
+    a value of the wrong type counts as absent."""
+    for name, value in records.items():
+        (model_dir / name).write_text(value if isinstance(value, str) else json.dumps(value))
+    card = str(hub.build_model_card(model_dir, REPO))
+    assert card.startswith("---") and "## How to use" in card
+    assert "4444" not in card and "wide" not in card  # a string is not taken for a number
+    assert (scores in card) if scores else "## Evaluation" not in card

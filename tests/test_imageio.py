@@ -217,3 +217,17 @@ def test_save_image_writes_floats_in_0_1_and_uint8_from_the_package_root(dtype, 
     in_0_255 = image.astype(np.float32) * (255 if dtype == "float32" else 1)
     with pytest.raises(ValueError, match="looks like 0..255"):
         save_image(in_0_255, tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_a_16_bit_image_is_read_as_16_bit_whatever_its_brightest_pixel(fmt, tmp_path):
+    """A dark 16-bit frame is dark: its values are 0..65535 because the format says so, not 0..255
+    because none exceeds 255 (one pixel of 256 used to make the same frame 257 times darker)."""
+    frame = np.arange(30, dtype=np.uint16).reshape(5, 6) * 8  # 0..232
+    loaded = []
+    for top in (255, 256):
+        frame[0, 0] = top
+        Image.fromarray(frame).save(tmp_path / f"dark{top}.{fmt}")
+        assert Image.open(tmp_path / f"dark{top}.{fmt}").mode.startswith("I;16")
+        loaded.append(load_image(tmp_path / f"dark{top}.{fmt}"))
+    assert np.array_equal(loaded[0], loaded[1]) and loaded[0].max() == 1  # 256 / 65535 * 255, rounded

@@ -89,3 +89,17 @@ def test_small_images_give_undefined_metrics_instead_of_errors():
         m = image_metrics(a, np.clip(a + 0.05, 0, 1))
         assert math.isfinite(m["psnr"]) and math.isnan(m["lpips"])
         assert math.isnan(m["ssim"]) == (min(shape[:2]) < 11)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((3, 48, 40), r"channels last, got shape \(3, 48, 40\): channels first\? Use image.transpose\(1, 2, 0\)"),
+    ((2, 48, 40, 3), "expected .H, W, 3. images"),
+    ((48, 40), r"expected an \(H, W, 3\) RGB pair"),
+])
+def test_channel_first_or_other_shapes_are_refused_not_scored(shape, message):
+    """A (3, H, W) pair gave a PSNR, and NaN SSIM and LPIPS, computed over the wrong axes."""
+    a = np.random.default_rng(2).random(shape)
+    with pytest.raises(ValueError, match=message):
+        image_metrics(a, np.clip(a + 0.05, 0, 1))
+    with pytest.raises(ValueError, match=r"shapes differ: reference \(48, 40, 3\) vs test \(40, 48, 3\)"):
+        image_metrics(np.zeros((48, 40, 3)), np.zeros((40, 48, 3)))

@@ -4,13 +4,16 @@
 
 Images are center-cropped to square and resized to the model's size (or kept at their own size,
 rounded to the stride, with --native). Files the model trained on (by content hash, from the
-run's split.json) are never scored.
+run's split.json) are never scored. Results (metrics_summary.json, histograms,
+sample_reconstructions.png) go into the model folder, where the app's Model tab and the model card
+read them, unless --save-dir names another folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from recon.precision import PRECISIONS
@@ -25,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="folder of images to score")
     p.add_argument("--num-samples", type=int, default=300, help="score at most this many images")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--save-dir", help="where to write results (default: runs/eval-<model name>)")
+    p.add_argument("--save-dir", help="where to write results (default: the model folder itself, whose "
+                                      "metrics_summary.json the app's Model tab and the model card show)")
     p.add_argument("--native", action="store_true", help="score at each image's own size")
     p.add_argument("--seed", type=int, default=0, help="picks the sample when there are more images")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
@@ -56,10 +60,22 @@ def nan_to_null(record: dict) -> dict:
 
 
 def trained_hashes(model_dir: Path) -> set[str]:
+    """SHA-1 of every photo the model trained on, from its run's split.json (none without one).
+
+    Raises:
+        SystemExit: a split.json that cannot be read as one (scoring would then count training photos).
+    """
     split = model_dir / "split.json"
     if not split.is_file():
         return set()
-    return {entry["sha1"] for entry in json.loads(split.read_text())["train"]}
+    try:
+        hashes = {entry["sha1"] for entry in json.loads(split.read_text())["train"]}
+    except (OSError, ValueError, RecursionError, KeyError, TypeError) as e:
+        raise SystemExit(f"{split} is not a split of training photos ({type(e).__name__}: {e}); move it away to "
+                         "score every photo") from None
+    if not all(isinstance(h, str) for h in hashes):
+        raise SystemExit(f"{split} is not a split of training photos (a sha1 that is not a string)")
+    return hashes
 
 
 def main(argv=None) -> dict:
@@ -103,7 +119,7 @@ def main(argv=None) -> dict:
             bar.update(len(inputs))
     if not per_image:
         raise SystemExit(f"no scorable images in {args.data}")
-    save_dir = Path(args.save_dir or f"runs/eval-{model_dir.resolve().name}")
+    save_dir = Path(args.save_dir) if args.save_dir else model_dir
     save_dir.mkdir(parents=True, exist_ok=True)
 
     # LPIPS is NaN for images smaller than AlexNet takes (--native); those are left out of its mean
@@ -116,15 +132,20 @@ def main(argv=None) -> dict:
     # NaN (a metric undefined on a tiny image, or on all of them) is written as null, which JSON has
     summary |= {name: nan_to_null(summary[name]) for name in METRICS}
     summary["per_image"] = [nan_to_null(r) for r in per_image]
-    (save_dir / "metrics_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    part = save_dir / "metrics_summary.json.part"  # aside, then renamed: a kill leaves the old summary whole
+    part.write_text(json.dumps(summary, indent=1) + "\n")
+    os.replace(part, save_dir / "metrics_summary.json")
     histograms = (("psnr", "PSNR", "dB"), ("ssim", "SSIM", ""), ("lpips", "LPIPS (AlexNet)", "lower is better"))
     for key, label, unit in histograms:
         values = [r[key] for r in per_image if np.isfinite(r[key])]
         if values:
             plot_histogram(values, label, unit, save_dir / f"{key}_histogram.png")
     plot_reconstructions(samples, save_dir / "sample_reconstructions.png")
-    if (model_dir / "history.json").is_file():
-        plot_history(json.loads((model_dir / "history.json").read_text()), save_dir / "training_loss_curve.png")
+    if (model_dir / "history.json").is_file() and save_dir.resolve() != model_dir.resolve():  # the folder has loss_curve.png
+        try:
+            plot_history(json.loads((model_dir / "history.json").read_text()), save_dir / "training_loss_curve.png")
+        except (OSError, ValueError, RecursionError, KeyError, TypeError) as e:
+            print(f"no training_loss_curve.png: {model_dir / 'history.json'} is not a training history ({e})")
     def stat(name: str, digits: int) -> str:
         mean, std = summary[name]["mean"], summary[name]["std"]
         return "undefined" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
