@@ -41,6 +41,8 @@ OWN_KERAS_MODEL = "keras"
 # Cells an input of stride*m pixels falls short of m (valid convolutions or pools at the borders);
 # 0 for "same" padding. The decoder pads and crops for them (recon.decoder.build_decoder).
 BORDER_CELLS = {"vgg16": 0, "alexnet": 1, "efficientnet_lite0": 0}
+NETWORK_NAMES = {"vgg16": "VGG16", "alexnet": "AlexNet", "efficientnet_lite0": "EfficientNet-Lite0",
+                 OWN_KERAS_MODEL: "own Keras model"}  # for people
 UPSAMPLE_MODES = ("resize", "pixel_shuffle")
 # Named weight sources per backbone, the default first; anything else is a path to a local weights
 # file. "random" (Glorot from encoder_seed) is for tests. For OWN_KERAS_MODEL the source is the
@@ -199,6 +201,13 @@ class ReconConfig:
     def border_cells(self) -> int:
         """Cells an input of stride*m pixels falls short of m: its map is (m - border_cells) cells."""
         return self.feature_border if self.backbone == OWN_KERAS_MODEL else BORDER_CELLS[self.backbone]
+
+    @property
+    def depth_order(self) -> tuple:
+        """Sort key: network (BACKBONES' order, one's own model last), then layer, shallow to deep."""
+        if self.backbone == OWN_KERAS_MODEL:
+            return (len(BACKBONES), self.stride, self.layer)
+        return (list(BACKBONES).index(self.backbone), list(BACKBONES[self.backbone]).index(self.layer), "")
 
     def feature_size(self, pixels: int) -> int:
         """Cells of the feature map along a side of `pixels` (a multiple of the stride)."""

@@ -154,7 +154,8 @@ class _StorageType:
 
 
 class _Storage:
-    """A persistent id ("storage", type, key, location, numel, None: no view), checked; its bytes come later in the file."""
+    """A persistent id ("storage", type, key, location, numel, None: no view), checked; its bytes
+    come later in the file."""
 
     __slots__ = ("dtype", "key", "numel")
 
@@ -251,7 +252,8 @@ def read_legacy_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     stream = io.BytesIO(data)
     header = [load_pickle(stream, RestrictedUnpickler, DATA_OPCODES, path) for _ in range(3)]
     if header[0] != LEGACY_TORCH_MAGIC or header[1] != LEGACY_TORCH_PROTOCOL:
-        raise UnsafePickleError(f"{path}: not a legacy PyTorch file (magic {header[0]!r:.40}, protocol {header[1]!r:.20})")
+        raise UnsafePickleError(f"{path}: not a legacy PyTorch file (magic {header[0]!r:.40}, "
+                                f"protocol {header[1]!r:.20})")
     if not (isinstance(header[2], dict) and header[2].get("little_endian") is True):
         raise UnsafePickleError(f"{path}: only little-endian files are read")
     scan_opcodes(stream, DATA_OPCODES | CALL_OPCODES | {"BINPERSID"}, path)
