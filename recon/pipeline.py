@@ -305,7 +305,9 @@ class Reconstructor:
 
     def save_pretrained(self, folder: str | Path, encoder_dtype: str = "float32") -> Path:
         """Write config.json, decoder (float32) and (unless a package ships them) encoder weights
-        into `folder`, and the int8 file where it still fits the decoder.
+        into `folder` (one's own Keras model: with its architecture, encoder.json), and the int8 file
+        where it still fits the decoder. `encoder_dtype` ("float16" halves the file) applies to
+        VGG16's encoder file; the other backbones' are float32.
 
         Warns: a decoder loaded in bfloat16 or float16 (its weights were rounded at load: load with
         precision="float32" for an exact copy); an int8 file holding the decoder's residual trunk
