@@ -72,7 +72,7 @@ import numpy as np  # noqa: E402
 
 from recon import ImageLoadError, ModelFolderError, Reconstructor, load_image  # noqa: E402
 from recon import features as F  # noqa: E402
-from recon.config import VGG16_LAYERS  # noqa: E402
+from recon.config import NETWORK_NAMES  # noqa: E402
 from recon.imageio import MAX_FILE_BYTES, to_uint8  # noqa: E402
 from recon.metrics import ERROR_MAP_MAX, error_map, image_metrics  # noqa: E402
 from recon.refine import feature_matching  # noqa: E402
@@ -412,7 +412,8 @@ def compare_layers(models: list[Reconstructor], path, resolution: str = "trained
     LPIPS), a quality-by-depth figure, and a markdown table of the same numbers.
     """
     image = read_upload(path)
-    models = sorted(models, key=lambda m: list(VGG16_LAYERS).index(m.config.layer))
+    models = sorted(models, key=lambda m: m.config.depth_order)
+    several = len({m.config.backbone for m in models}) > 1  # then each layer is named with its network
     tiles, rows = [], []
     for model in models:
         rec = model.reconstruct(image, inference_size(model, image, resolution))
@@ -420,9 +421,10 @@ def compare_layers(models: list[Reconstructor], path, resolution: str = "trained
         if not tiles:
             tiles.append((to_uint8(rec.input), f"input {rec.input.shape[1]}×{rec.input.shape[0]}"))
         c = model.config
-        tiles.append((to_uint8(rec.output), f"{c.layer} · {shown(m['psnr'], '.1f')} dB · SSIM {shown(m['ssim'], '.3f')} "
+        layer = f"{NETWORK_NAMES[c.backbone]} {c.layer}" if several else c.layer
+        tiles.append((to_uint8(rec.output), f"{layer} · {shown(m['psnr'], '.1f')} dB · SSIM {shown(m['ssim'], '.3f')} "
                                             f"· LPIPS {shown(m['lpips'], '.3f')} · {training_tag(model)}"))
-        rows.append({"layer": c.layer, "stride": c.stride, "channels": c.channels, **m,
+        rows.append({"layer": layer, "stride": c.stride, "channels": c.channels, **m,
                      "training": training_tag(model)})
     table = ["| layer | stride | channels | PSNR (dB) | SSIM | LPIPS ↓ | training |", "|---|---|---|---|---|---|---|"]
     table += [f"| {r['layer']} | {r['stride']} | {r['channels']} | {shown(r['psnr'], '.2f')} | {shown(r['ssim'], '.3f')} "
@@ -436,6 +438,48 @@ def compare_layers(models: list[Reconstructor], path, resolution: str = "trained
         table += ["", f"n/a: this input is too small for the metric (SSIM needs {SSIM_MIN_SIZE} px a side, "
                       f"LPIPS {MIN_SIZE['alex']} px)."]
     return tiles, quality_by_depth(rows), "\n".join(table)
+
+
+def compare_networks(models: list[Reconstructor], path, resolution: str = "trained"):
+    """Layers tab, same stride, different network: at each stride that models of two or more networks
+    share, the photo reconstructed from each network's deepest layer at that stride: which keeps more.
+
+    Returns gallery tiles (one per model, captioned with stride, network, layer and the metrics) and
+    a markdown table of the same numbers with each stride's closest reconstruction named; none and a
+    sentence saying why where no stride is shared.
+    """
+    image = read_upload(path)
+    by_stride: dict[int, dict[str, Reconstructor]] = {}
+    for model in sorted(models, key=lambda m: m.config.depth_order):  # the deepest layer at a stride wins
+        by_stride.setdefault(model.config.stride, {})[model.config.backbone] = model
+    shared = {stride: nets for stride, nets in sorted(by_stride.items()) if len(nets) > 1}
+    if not shared:
+        networks = sorted({NETWORK_NAMES[m.config.backbone] for m in models})
+        return [], (f"No stride is shared by models of two networks (models of {', '.join(networks)} here): "
+                    "add models of other networks to models/ to compare them.")
+    tiles = []
+    table = ["| stride | network | layer | channels | PSNR (dB) | SSIM | LPIPS ↓ | training |",
+             "|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for stride, nets in shared.items():
+        rows = []
+        for model in nets.values():
+            c, rec = model.config, model.reconstruct(image, inference_size(model, image, resolution))
+            m, network = rounded(rec.metrics()), NETWORK_NAMES[c.backbone]
+            rows.append((network, c.layer, m))
+            tiles.append((to_uint8(rec.output),
+                          f"stride {stride} · {network} {c.layer} · {shown(m['psnr'], '.1f')} dB · SSIM "
+                          f"{shown(m['ssim'], '.3f')} · {training_tag(model)}"))
+            table.append(f"| {stride} | {network} | {c.layer} | {c.channels} | {shown(m['psnr'], '.2f')} "
+                         f"| {shown(m['ssim'], '.3f')} | {shown(m['lpips'], '.3f')} | {training_tag(model)} |")
+        scored = [r for r in rows if r[2]["psnr"] is not None]
+        if scored:
+            network, layer, m = max(scored, key=lambda r: r[2]["psnr"])
+            verdicts.append(f"stride {stride}: {network} ({layer}) keeps the most of this photo, {m['psnr']:.2f} dB")
+    notes = ["", "Closest reconstruction per stride: " + "; ".join(verdicts) + "." if verdicts else "",
+             "", "A comparison of networks is fair only between decoders trained alike: the training column says "
+                 "how much stands behind each."]
+    return tiles, "\n".join(table + notes)
 
 
 def training_tag(model: Reconstructor) -> str:
@@ -613,10 +657,24 @@ class ModelStore:
     precision: str = "float32"  # asked of every model loaded here; "auto" resolves per model (recon.precision)
     skipped: dict[str, str] = field(default_factory=dict)  # folders that could not be loaded: name -> reason
     lock: threading.Lock = field(default_factory=threading.Lock)
+    configs: dict = field(default_factory=dict)  # name -> ReconConfig of each local folder, read at start
 
     @property
     def names(self) -> list[str]:
         return list(self.folders)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """The picker's (label, name) pairs, grouped by network, shallow to deep within each; a model
+        from the Hub or given in code first, as it is."""
+        def key(name):
+            config = self.configs.get(name)
+            return (0, ()) if config is None else (1, config.depth_order)
+        return [(f"{NETWORK_NAMES[self.configs[n].backbone]} · {n}" if n in self.configs else n, n)
+                for n in sorted(self.names, key=key)]
+
+    def networks(self) -> list[str]:
+        """The networks (backbones) of the local folders, in NETWORK_NAMES' order (one's own model last)."""
+        return sorted({c.backbone for c in self.configs.values()}, key=list(NETWORK_NAMES).index)
 
     def get(self, name: str | None) -> Reconstructor:
         """The model `name` (default: the default one), loaded on first use.
@@ -639,16 +697,20 @@ class ModelStore:
                 self.skipped.pop(name, None)
             return self.loaded[name]
 
-    def one_per_layer(self) -> list[Reconstructor]:
-        """The local models, the first of each layer that loads (the bundled default wins its layer); a
-        folder that does not load is left out, and named in `skipped`."""
+    def one_per_layer(self, network: str | None = None) -> list[Reconstructor]:
+        """The local models, the first of each layer (of each network, or of `network` alone) that
+        loads (the bundled default wins its layer); a folder that does not load is left out, and
+        named in `skipped`."""
         from recon import ConfigError, ReconConfig
         known, layers = set(self.skipped), {}
         for name, folder in self.folders.items():
             if folder is None:
                 continue
             try:  # the config alone says the layer: only the first model of each layer is loaded
-                layers.setdefault(ReconConfig.load(folder / "config.json").layer, []).append(name)
+                config = ReconConfig.load(folder / "config.json")
+                if network not in (None, config.backbone):
+                    continue
+                layers.setdefault((config.backbone, config.layer), []).append(name)
             except ConfigError as e:
                 self.skipped[name] = str(e)
         models = []
@@ -692,7 +754,7 @@ def resolve_models(model=None, revision: str | None = None, models_dir: Path = M
     from recon import ConfigError, ReconConfig
     for name, folder in list(store.folders.items()):  # a folder whose config is unusable is not offered
         try:
-            ReconConfig.load(folder / "config.json")
+            store.configs[name] = ReconConfig.load(folder / "config.json")
         except ConfigError as e:
             del store.folders[name]
             store.skipped[name] = str(e)
@@ -780,7 +842,7 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
                     "that layer turns it back. What survives shows what the layer keeps.")
         gr.Markdown(f"⚠ {store.notice}" if store.notice else "", visible=bool(store.notice), elem_id="notice")
         with gr.Row():
-            picker = gr.Dropdown(store.names, value=store.default, label="Model", scale=1,
+            picker = gr.Dropdown(store.choices(), value=store.default, label="Model", scale=1,
                                  visible=len(store.names) > 1, elem_id="model-picker")
             banner = gr.HTML(random_weights_banner(current), elem_id="random-banner")
         with gr.Tabs():
@@ -1065,13 +1127,22 @@ def refine_tab(store: ModelStore, picker, upload) -> None:
     stop.click(on_stop, api_visibility="private", queue=False)
 
 
+ALL_NETWORKS = "every network"
+
+
 def layers_tab(store: ModelStore, upload, resolution) -> None:
-    """Layers: the Upload tab's photo from every bundled layer side by side: how much each keeps."""
+    """Layers: the Upload tab's photo from every bundled layer side by side: how much each keeps; a
+    network to show alone; and the same stride from different networks."""
+    networks = store.networks()
     with gr.Tab("Layers", id="layers") as tab:
         gr.Markdown("The image in the Upload tab, reconstructed from each bundled layer, shallow to deep, "
                     "at the Upload tab's resolution. Deeper layers have fewer positions (larger stride) and "
                     "more abstract channels: watch colour, texture and then shape go.")
-        button = gr.Button("Compare layers", variant="primary", elem_id="layers-button")
+        with gr.Row():
+            network = gr.Radio([(ALL_NETWORKS, ALL_NETWORKS)] + [(NETWORK_NAMES.get(b, b), b) for b in networks],
+                               value=ALL_NETWORKS, label="Network", visible=len(networks) > 1,
+                               elem_id="layers-network", scale=3)
+            button = gr.Button("Compare layers", variant="primary", elem_id="layers-button", scale=1)
         status = gr.Markdown(elem_id="layers-status")
         gallery = gr.Gallery(label="Input, then each layer's reconstruction", columns=6, height="auto",
                              elem_id="layers-grid", format="png", allow_preview=True, object_fit="contain")
@@ -1081,21 +1152,35 @@ def layers_tab(store: ModelStore, upload, resolution) -> None:
             gr.Markdown("PSNR and SSIM: higher is closer to the input; LPIPS (AlexNet, learned perceptual "
                         "distance): lower is closer. Values are for this photo at this resolution; held-out "
                         "averages per layer are in each model's Model tab.", scale=1)
+        with gr.Column(visible=len(networks) > 1):
+            gr.Markdown("### Same stride, different network\nAt each stride that two networks share, this photo "
+                        "from each network's deepest bundled layer there: which network keeps more of it.")
+            across = gr.Gallery(label="Each shared stride, one network after another", columns=4, height="auto",
+                                elem_id="networks-grid", format="png", allow_preview=True, object_fit="contain")
+            across_table = gr.Markdown(elem_id="networks-table")
 
     @page_errors(outputs=4, status=3)
-    def on_compare(path, res):
+    def on_compare(path, res, chosen=ALL_NETWORKS):
         if not path:
             return [], None, "", NO_UPLOAD
-        models = store.one_per_layer()
+        models = store.one_per_layer(None if chosen in (None, ALL_NETWORKS) else chosen)
         skipped = f" Not shown: {', '.join(sorted(store.skipped))} (could not be loaded)." if store.skipped else ""
         if not models:
             return [], None, "", f"No model could be loaded to compare.{skipped}"
         tiles, figure, text = compare_layers(models, path, res)
         return tiles, figure, text, f"{Path(path).name}, {len(tiles) - 1} layers.{skipped}"
 
-    comparing = gr.on([button.click, tab.select], on_compare, [upload, resolution], [gallery, plot, table, status],
-                      api_name="layers", **ALWAYS_LAST)
+    @page_errors(outputs=2, status=1)  # a failure shows in its table; the layers' event toasts the upload's own
+    def on_compare_networks(path, res):
+        if not path or len(networks) < 2:
+            return [], ""
+        return compare_networks(store.one_per_layer(), path, res)
+
+    comparing = gr.on([button.click, tab.select, network.change], on_compare, [upload, resolution, network],
+                      [gallery, plot, table, status], api_name="layers", **ALWAYS_LAST)
     toast_failures(comparing, status)
+    gr.on([button.click, tab.select], on_compare_networks, [upload, resolution], [across, across_table],
+          api_name="networks", **ALWAYS_LAST)
 
 
 def main(argv=None):

@@ -1,6 +1,7 @@
 """Share model folders through the Hugging Face Hub: `push_to_hub`, `from_pretrained`, `download`.
 
-A model repo is a model folder (config.json, encoder and decoder .weights.h5) plus its model card.
+A model repo is a model folder (config.json, encoder and decoder .weights.h5, and for one's own Keras
+model encoder.json, its architecture) plus its model card.
 Loading never unpickles or executes anything from a repo: only those files are downloaded, the
 config is validated against `recon.ReconConfig` and the weights are read as HDF5 arrays.
 `recon` (and with it Keras) is imported only once there is a model to build, so a pull that
@@ -24,6 +25,9 @@ from recon.training_record import TRAINING_FILE  # likewise
 
 # recon.pipeline.MODEL_FILES, spelled out so that a download needs no Keras (a test keeps the two equal).
 MODEL_FILES = ("config.json", "encoder.weights.h5", "decoder.weights.h5")
+# recon.own_encoder.ARCHITECTURE_FILE, likewise: one's own Keras encoder's architecture, pushed and pulled
+# where a folder has it (backbone "keras")
+ARCHITECTURE_FILE = "encoder.json"
 # The training record the card summarizes, pushed where the folder has it. Never pushed: run_config.json
 # and split.json (local paths), backup/ and samples/ (checkpoints, one grid per epoch).
 RECORD_FILES = ("history.json", "metrics_summary.json", "loss_curve.png", TRAINING_FILE)
@@ -67,7 +71,7 @@ def push_to_hub(model_dir: str | Path, repo_id: str, *, private: bool = False, r
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         info = api.upload_folder(
             repo_id=repo_id, folder_path=model_dir, revision=revision,
-            allow_patterns=[*MODEL_FILES, INT8_FILE, CARD_FILE, SAMPLES_FILE, *RECORD_FILES],
+            allow_patterns=[*MODEL_FILES, ARCHITECTURE_FILE, INT8_FILE, CARD_FILE, SAMPLES_FILE, *RECORD_FILES],
             commit_message=commit_message or f"Upload {model.config.layer} reconstruction model")
     except (httpx2.HTTPError, HFValidationError, OfflineModeIsEnabled) as e:
         raise HubError(_reason(f"cannot push {model_dir} to {repo_id}", e, api.endpoint, token)) from e
@@ -97,7 +101,7 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
     what = f"cannot load {repo_id}" + (f" at revision {revision}" if revision else "")
     try:
         return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_dir=local_dir,
-                                      allow_patterns=[*MODEL_FILES, INT8_FILE, CARD_FILE, TRAINING_FILE], token=token, endpoint=endpoint))
+                                      allow_patterns=[*MODEL_FILES, ARCHITECTURE_FILE, INT8_FILE, CARD_FILE, TRAINING_FILE], token=token, endpoint=endpoint))
     except LocalEntryNotFoundError as e:  # the Hub unreachable (or offline mode) and nothing usable cached
         cache = local_dir or cache_dir or constants.HF_HUB_CACHE
         offline = isinstance(e.__cause__, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from recon.config import NETWORK_NAMES
 from recon.int8 import INT8_ENCODER_FILE as INT8_FILE
 from recon.training_record import PLATEAU_DB, TRAINING_FILE, TrainingRecord
 
@@ -22,12 +23,23 @@ CARD_FILE = "README.md"
 METRIC_LABELS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("lpips", "LPIPS (AlexNet, lower is better)"),
                  ("mse", "MSE"))
 SAMPLES_FILE = "samples.png"
-ENCODER_LABELS = {
-    "imagenet-torchvision": "VGG16 (ImageNet, torchvision weights)",
-    "hed-bsds500": "VGG16 (HED-BSDS500 fine-tune of ImageNet)",
-    "imagenet": "VGG16 (ImageNet, Keras Applications)",
-    "random": "VGG16 with random weights (tests only: not a useful model)",
+ENCODER_LABELS = {  # (backbone, encoder weights) -> what the card calls the encoder
+    ("vgg16", "imagenet-torchvision"): "VGG16 (ImageNet, torchvision weights)",
+    ("vgg16", "hed-bsds500"): "VGG16 (HED-BSDS500 fine-tune of ImageNet)",
+    ("vgg16", "imagenet"): "VGG16 (ImageNet, Keras Applications)",
+    ("alexnet", "imagenet-torchvision"): "AlexNet (ImageNet, torchvision weights)",
+    ("efficientnet_lite0", "imagenet"): "EfficientNet-Lite0 (ImageNet, Google's checkpoint)",
 }
+
+
+def encoder_label(cfg) -> str:
+    """What a card calls a config's encoder: network and weights."""
+    network = NETWORK_NAMES[cfg.backbone]
+    if (cfg.backbone, cfg.encoder_weights) in ENCODER_LABELS:
+        return ENCODER_LABELS[(cfg.backbone, cfg.encoder_weights)]
+    if cfg.encoder_weights == "random":
+        return f"{network} with random weights (tests only: not a useful model)"
+    return f"{network}, weights from `{Path(cfg.encoder_weights).name}`"
 
 
 def write_samples_image(folder: str | Path) -> Path | None:
@@ -155,12 +167,12 @@ def _scores(folder: Path) -> dict:
 
 def _summary(repo_id: str, model) -> str:
     cfg = model.config
-    encoder = ENCODER_LABELS.get(cfg.encoder_weights, f"VGG16, weights from `{Path(cfg.encoder_weights).name}`")
+    encoder = encoder_label(cfg)
     stages = f"{len(cfg.upsample_widths)} x2 {cfg.upsample} stages {cfg.upsample_widths}" if cfg.upsample_widths \
         else "no upsampling"
     return f"""# {repo_id.split("/")[-1]}
 
-Reconstructs an image from the feature map of a frozen VGG16 layer (feature inversion): the
+Reconstructs an image from the feature map of a frozen {NETWORK_NAMES[cfg.backbone]} layer (feature inversion): the
 encoder turns a photo into `{cfg.layer}` features, and this small Keras decoder turns them back
 into pixels.
 

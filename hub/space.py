@@ -22,7 +22,7 @@ import httpx2  # huggingface_hub's HTTP client: its transport errors mean "no ne
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, SpaceCard, SpaceCardData
 from huggingface_hub.errors import HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError
 
-from . import INT8_FILE, MODEL_FILES, HubError, _load, _reason
+from . import ARCHITECTURE_FILE, INT8_FILE, MODEL_FILES, HubError, _load, _reason
 from .card import CARD_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ DEFAULT_MODEL = f"{MODELS_DIR}/vgg16-block3_conv3"
 # Of a model folder: what loading needs (encoder.weights.h5 only where the encoder is not packaged), the
 # card and the held-out metrics (both shown in the Model tab). Not run_config.json or split.json (local
 # paths), nor samples and plots (megabytes the app never shows).
-MODEL_FOLDER_FILES = (*MODEL_FILES, INT8_FILE, CARD_FILE, "metrics_summary.json")
+MODEL_FOLDER_FILES = (*MODEL_FILES, ARCHITECTURE_FILE, INT8_FILE, CARD_FILE, "metrics_summary.json")
 # A push replaces what is under these: a module or model dropped here is deleted from the Space too.
 # Files elsewhere (added on the Hub by hand) are kept.
 MANAGED_DIRS = ("recon/", "hub/", "examples/", f"{MODELS_DIR}/")

@@ -13,7 +13,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-# VGG16 conv layers: name -> (channels, stride relative to the input).
+# Each backbone's layers: name -> (channels, stride relative to the input), in network order.
+# VGG16: the conv layers (after their ReLU), Keras' names.
 VGG16_LAYERS: dict[str, tuple[int, int]] = {
     "block1_conv1": (64, 1), "block1_conv2": (64, 1),
     "block2_conv1": (128, 2), "block2_conv2": (128, 2),
@@ -21,13 +22,43 @@ VGG16_LAYERS: dict[str, tuple[int, int]] = {
     "block4_conv1": (512, 8), "block4_conv2": (512, 8), "block4_conv3": (512, 8),
     "block5_conv1": (512, 16), "block5_conv2": (512, 16), "block5_conv3": (512, 16),
 }
-BACKBONES = {"vgg16": VGG16_LAYERS}
+# torchvision's AlexNet: each conv after its ReLU (LPIPS's relu1..relu5). Its convs and pools are
+# unpadded enough that an input of s*m pixels gives m - 1 cells, not m (see BORDER_CELLS).
+ALEXNET_LAYERS: dict[str, tuple[int, int]] = {
+    "conv1": (64, 4), "conv2": (192, 8), "conv3": (384, 16), "conv4": (256, 16), "conv5": (256, 16),
+}
+# EfficientNet-Lite0 (Tan & Le 2019; Lite: ReLU6, no squeeze-excitation): the stem, the output of
+# each of its seven stages of MBConv blocks (linear: after the projection and the residual sum),
+# and the 1x1 head before pooling.
+EFFICIENTNET_LITE0_LAYERS: dict[str, tuple[int, int]] = {
+    "stem": (32, 2), "block1": (16, 2), "block2": (24, 4), "block3": (40, 8), "block4": (80, 16),
+    "block5": (112, 16), "block6": (192, 32), "block7": (320, 32), "head": (1280, 32),
+}
+BACKBONES = {"vgg16": VGG16_LAYERS, "alexnet": ALEXNET_LAYERS, "efficientnet_lite0": EFFICIENTNET_LITE0_LAYERS}
+# A user's own Keras model, cut at any layer: its channels, stride and border are measured from the
+# model (recon.own_encoder) and stored in the config's feature_* fields.
+OWN_KERAS_MODEL = "keras"
+# Cells an input of stride*m pixels falls short of m (valid convolutions or pools at the borders);
+# 0 for "same" padding. The decoder pads and crops for them (recon.decoder.build_decoder).
+BORDER_CELLS = {"vgg16": 0, "alexnet": 1, "efficientnet_lite0": 0}
+NETWORK_NAMES = {"vgg16": "VGG16", "alexnet": "AlexNet", "efficientnet_lite0": "EfficientNet-Lite0",
+                 OWN_KERAS_MODEL: "own Keras model"}  # for people
 UPSAMPLE_MODES = ("resize", "pixel_shuffle")
-# Named weight sources; anything else is taken as a path to a local weights file.
-NAMED_ENCODER_WEIGHTS = ("imagenet-torchvision", "imagenet", "hed-bsds500", "random")
-# How [0,1] RGB becomes the encoder's input. "caffe": BGR, 0..255, minus the ImageNet mean (Keras'
-# VGG16 and HED); "torchvision": RGB minus mean (0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225).
-PREPROCESSING = ("caffe", "torchvision")
+# Named weight sources per backbone, the default first; anything else is a path to a local weights
+# file. "random" (Glorot from encoder_seed) is for tests. For OWN_KERAS_MODEL the source is the
+# .keras file the encoder was cut from, recorded for people: loading reads the folder's own copy.
+NAMED_ENCODER_WEIGHTS = {
+    "vgg16": ("imagenet-torchvision", "imagenet", "hed-bsds500", "random"),
+    "alexnet": ("imagenet-torchvision", "random"),
+    "efficientnet_lite0": ("imagenet", "random"),
+}
+# How [0,1] RGB becomes the encoder's input (recon.encoder.Preprocess). "caffe": BGR, 0..255, minus
+# the ImageNet mean (Keras' VGG16, HED); "torchvision": RGB minus mean (0.485, 0.456, 0.406), divided
+# by std (0.229, 0.224, 0.225); "efficientnet_lite": (255x - 127) / 128, Google's Lite checkpoints';
+# "zero_to_one", "zero_to_255", "minus_one_to_one": plain rescalings, for one's own model.
+PREPROCESSING = ("caffe", "torchvision", "efficientnet_lite", "zero_to_one", "zero_to_255", "minus_one_to_one")
+BACKBONE_PREPROCESSING = {"vgg16": ("caffe", "torchvision"), "alexnet": ("torchvision",),
+                          "efficientnet_lite0": ("efficientnet_lite",), OWN_KERAS_MODEL: PREPROCESSING}
 TORCHVISION_SOURCES = ("imagenet-torchvision",)
 
 
@@ -39,6 +70,9 @@ MAX_WIDTH = 1024  # decoder_width and each upsample_widths entry
 MAX_RES_BLOCKS = 64
 MAX_DECODER_PARAMETERS = 50_000_000  # 200 MB of float32 weights (the bundled decoders: under 0.4M)
 FEATURE_SCALE_RANGE = (1e-9, 1e9)  # per-channel RMS; training.data.feature_rms floors it at 1e-3
+MAX_FEATURE_CHANNELS = 4096  # of one's own model's layer (EfficientNet-Lite0's head: 1280)
+MAX_STRIDE = 64  # of one's own model's layer: six x2 stages in the decoder
+MAX_BORDER_CELLS = 4
 MAX_SEED = 2**32 - 1  # what keras.utils.set_random_seed takes
 MAX_STRING = 4096  # characters of a name or a path
 MAX_CONFIG_BYTES = 1_000_000  # a config.json with 512 feature scales is 15 kB
@@ -50,17 +84,26 @@ class ConfigError(ValueError):
 
 @dataclass
 class ReconConfig:
-    backbone: str = "vgg16"  # frozen encoder network
+    backbone: str = "vgg16"  # frozen encoder network: a BACKBONES name, or OWN_KERAS_MODEL
     layer: str = "block3_conv3"  # the encoder's output layer: the features we invert
     image_size: int = 224  # square training size; inference also runs at any multiple of the stride
-    encoder_weights: str = "imagenet-torchvision"  # a NAMED_ENCODER_WEIGHTS source or a weights file
-    # the encoder's input convention (PREPROCESSING); None derives it from encoder_weights, which is
-    # what every config.json written before this field existed means ("caffe")
+    # a NAMED_ENCODER_WEIGHTS source of the backbone or a weights file; None: the backbone's default
+    # (every config.json written before backbones existed names one)
+    encoder_weights: str | None = None
+    # the encoder's input convention (PREPROCESSING); None derives it from the backbone and
+    # encoder_weights, which is what every config.json written before this field existed means ("caffe")
     preprocessing: str | None = None
-    # SHA-256 of the weights file of a packaged source (recon.pipeline.PACKAGED_ENCODERS), whose
-    # weights a model folder does not copy; loading refuses a file with another hash
+    # SHA-256 of the weights file of a packaged source (recon.pipeline.is_packaged), whose weights a
+    # model folder does not copy: loading refuses a file with another hash. For OWN_KERAS_MODEL, of
+    # the .keras file the encoder was cut from (a record: the folder holds the encoder itself)
     encoder_sha256: str | None = None
     encoder_seed: int = 0  # initializer seed when encoder_weights == "random" (tests only)
+    # For OWN_KERAS_MODEL only (null otherwise: the backbone's table says): the layer's channels, its
+    # stride (input pixels per cell, a power of 2) and its border cells (BORDER_CELLS), measured from
+    # the model when the folder was made
+    feature_channels: int | None = None
+    feature_stride: int | None = None
+    feature_border: int | None = None
     decoder_width: int = 64  # channels after the 1x1 reduction and in the residual trunk
     num_res_blocks: int = 4  # residual blocks at the feature resolution
     upsample_widths: list[int] | None = None  # channels per x2 stage; None derives [w, w/2, ...]
@@ -76,16 +119,7 @@ class ReconConfig:
     def __post_init__(self):
         """Check every field's type, finiteness and range (ConfigError naming the field) before
         anything is built from it."""
-        if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
-            raise ConfigError(f"backbone: unknown backbone {_shown(self.backbone)}; known: {sorted(BACKBONES)}")
-        layers = BACKBONES[self.backbone]
-        if not isinstance(self.layer, str) or self.layer not in layers:
-            raise ConfigError(f"layer: unknown {self.backbone} layer {_shown(self.layer)}; known: {list(layers)}")
-        self.encoder_weights = _text("encoder_weights", self.encoder_weights)
-        if self.preprocessing is None:
-            torchvision = self.encoder_weights in TORCHVISION_SOURCES or self.encoder_weights.endswith(".ckpt")
-            self.preprocessing = "torchvision" if torchvision else "caffe"
-        self.preprocessing = _choice("preprocessing", self.preprocessing, PREPROCESSING)
+        self._check_encoder()
         self.upsample = _choice("upsample", self.upsample, UPSAMPLE_MODES)
         for name in ("encoder_sha256", "int8_encoder_sha256", "int8_decoder_sha256"):
             value = getattr(self, name)
@@ -96,8 +130,9 @@ class ReconConfig:
         self.image_size = _integer("image_size", self.image_size, 1, MAX_IMAGE_SIZE)
         self.decoder_width = _integer("decoder_width", self.decoder_width, 1, MAX_WIDTH)
         self.num_res_blocks = _integer("num_res_blocks", self.num_res_blocks, 0, MAX_RES_BLOCKS)
-        if self.image_size % self.stride:
-            raise ConfigError(f"image_size {self.image_size} is not a multiple of the layer's stride {self.stride}")
+        if self.image_size % self.stride or self.feature_size(self.image_size) < 1:
+            raise ConfigError(f"image_size {self.image_size} is not a multiple of the layer's stride {self.stride} "
+                              f"of at least {self.image_size_of(1)} px")
         if self.upsample_widths is None:
             self.upsample_widths = [max(self.decoder_width // 2**i, 8) for i in range(self.num_upsamples)]
         widths = _sequence("upsample_widths", self.upsample_widths, self.num_upsamples,
@@ -110,15 +145,77 @@ class ReconConfig:
             raise ConfigError(f"decoder_width, num_res_blocks and upsample_widths describe a decoder of "
                               f"{self.decoder_parameters:,} parameters, over the {MAX_DECODER_PARAMETERS:,} allowed")
 
+    def _check_encoder(self) -> None:
+        """backbone, layer, encoder_weights, preprocessing and the feature_* fields, for the backbone
+        (ConfigError naming the field)."""
+        own = self.backbone == OWN_KERAS_MODEL
+        if not isinstance(self.backbone, str) or not (own or self.backbone in BACKBONES):
+            raise ConfigError(f"backbone: unknown backbone {_shown(self.backbone)}; known: "
+                              f"{[*BACKBONES, OWN_KERAS_MODEL]}")
+        if own:
+            self.layer = _text("layer", self.layer)
+            self.feature_channels = _integer("feature_channels", self.feature_channels, 1, MAX_FEATURE_CHANNELS)
+            self.feature_stride = _integer("feature_stride", self.feature_stride, 1, MAX_STRIDE)
+            if self.feature_stride & (self.feature_stride - 1):
+                raise ConfigError(f"feature_stride must be a power of 2 (the decoder upsamples x2 at a time), "
+                                  f"not {self.feature_stride}")
+            self.feature_border = _integer("feature_border", self.feature_border, 0, MAX_BORDER_CELLS)
+            if self.preprocessing is None:
+                raise ConfigError(f"preprocessing: one's own Keras model needs it stated, one of {list(PREPROCESSING)}")
+            self.encoder_weights = _text("encoder_weights", self.encoder_weights if self.encoder_weights
+                                         is not None else "own model")
+        else:
+            layers = BACKBONES[self.backbone]
+            if not isinstance(self.layer, str) or self.layer not in layers:
+                raise ConfigError(f"layer: unknown {self.backbone} layer {_shown(self.layer)}; known: {list(layers)}")
+            for name in ("feature_channels", "feature_stride", "feature_border"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{name} is for backbone {OWN_KERAS_MODEL!r} only; {self.backbone}'s table "
+                                      f"gives it, so it must be null, not {_shown(getattr(self, name))}")
+            if self.encoder_weights is None:
+                self.encoder_weights = NAMED_ENCODER_WEIGHTS[self.backbone][0]
+            self.encoder_weights = _text("encoder_weights", self.encoder_weights)
+            if self.preprocessing is None:
+                self.preprocessing = self._implied_preprocessing()
+        self.preprocessing = _choice("preprocessing", self.preprocessing, BACKBONE_PREPROCESSING[self.backbone])
+
+    def _implied_preprocessing(self) -> str:
+        """What a config without `preprocessing` means: the backbone's only convention, or for VGG16
+        torchvision's for torchvision weights (and .ckpt files) and Caffe's for the rest."""
+        if self.backbone != "vgg16":
+            return BACKBONE_PREPROCESSING[self.backbone][0]
+        torchvision = self.encoder_weights in TORCHVISION_SOURCES or self.encoder_weights.endswith(".ckpt")
+        return "torchvision" if torchvision else "caffe"
+
     @property
     def channels(self) -> int:
         """Channels of the feature map at `layer`."""
-        return BACKBONES[self.backbone][self.layer][0]
+        return self.feature_channels if self.backbone == OWN_KERAS_MODEL else BACKBONES[self.backbone][self.layer][0]
 
     @property
     def stride(self) -> int:
-        """Input pixels per feature-map cell along each axis."""
-        return BACKBONES[self.backbone][self.layer][1]
+        """Input pixels per feature-map cell along each axis (a power of 2)."""
+        return self.feature_stride if self.backbone == OWN_KERAS_MODEL else BACKBONES[self.backbone][self.layer][1]
+
+    @property
+    def border_cells(self) -> int:
+        """Cells an input of stride*m pixels falls short of m: its map is (m - border_cells) cells."""
+        return self.feature_border if self.backbone == OWN_KERAS_MODEL else BORDER_CELLS[self.backbone]
+
+    @property
+    def depth_order(self) -> tuple:
+        """Sort key: network (BACKBONES' order, one's own model last), then layer, shallow to deep."""
+        if self.backbone == OWN_KERAS_MODEL:
+            return (len(BACKBONES), self.stride, self.layer)
+        return (list(BACKBONES).index(self.backbone), list(BACKBONES[self.backbone]).index(self.layer), "")
+
+    def feature_size(self, pixels: int) -> int:
+        """Cells of the feature map along a side of `pixels` (a multiple of the stride)."""
+        return pixels // self.stride - self.border_cells
+
+    def image_size_of(self, cells: int) -> int:
+        """Pixels along a side whose feature map has `cells` cells: what the decoder gives back."""
+        return (cells + self.border_cells) * self.stride
 
     @property
     def num_upsamples(self) -> int:

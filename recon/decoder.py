@@ -30,6 +30,27 @@ class PixelShuffle(layers.Layer):
         return super().get_config() | {"factor": self.factor}
 
 
+@keras.saving.register_keras_serializable(package="recon")
+class EdgePad(layers.Layer):
+    """(N, h, w, C) -> (N, h + 2p, w + 2p, C): p copies of the outermost cells on every side."""
+
+    def __init__(self, cells: int, **kwargs):
+        super().__init__(**kwargs)
+        self.cells = cells
+
+    def call(self, x):
+        p = self.cells
+        x = ops.concatenate([ops.repeat(x[:, :1], p, axis=1), x, ops.repeat(x[:, -1:], p, axis=1)], axis=1)
+        return ops.concatenate([ops.repeat(x[:, :, :1], p, axis=2), x, ops.repeat(x[:, :, -1:], p, axis=2)], axis=2)
+
+    def compute_output_shape(self, shape):
+        grown = [None if n is None else n + 2 * self.cells for n in shape[1:3]]
+        return (shape[0], *grown, shape[3])
+
+    def get_config(self):
+        return super().get_config() | {"cells": self.cells}
+
+
 def _before_shuffle_taps() -> np.ndarray:
     """(oy, ox, phase in, phase out, dy, dx) 0/1: which tap (dy, dx) of a 3x3 conv on a x2 map
     reads, for an output pixel of phase out = 2*ry + rx, the pixel of phase in = 2*py + px at offset
@@ -99,7 +120,16 @@ def upsample_stage(x, width: int, mode: str, name: str):
 
 
 def build_decoder(cfg: ReconConfig) -> keras.Model:
-    """Build the decoder for `cfg.layer`'s feature map (input channels and stages follow from it).
+    """Build the decoder for `cfg.layer`'s feature map (input channels and stages follow from it):
+    (N, h, w, C) -> (N, cfg.image_size_of(h), cfg.image_size_of(w), 3) float32 in [0, 1].
+
+    A layer with border cells (AlexNet's: an input of s*m pixels gives m - 1 cells, their centres
+    half a cell in from where m cells would sit) is decoded with one extra cell of edge copies on
+    every side, then cropped by half a cell's pixels on each side (`border_pad`, `border_crop`):
+    the output has the input's size, and each cell lands on the pixels its receptive field is
+    centred on (to half a pixel). Resizing the output instead would stretch it by (m)/(m - 1),
+    misplacing content by up to half a cell at the far edge. A layer without border cells gets
+    neither layer: its decoder is the same as before they existed.
 
     Example:
         >>> dec = build_decoder(ReconConfig(layer="block3_conv3"))
@@ -112,6 +142,8 @@ def build_decoder(cfg: ReconConfig) -> keras.Model:
     # training data (saved in the config) puts every channel near unit scale.
     scale = [1.0 / s for s in cfg.feature_scale] if cfg.feature_scale else 1.0
     x = layers.Rescaling(scale, name="feature_norm")(inputs)
+    if cfg.border_cells:
+        x = EdgePad(cfg.border_cells, name="border_pad")(x)
     x = layers.Conv2D(cfg.decoder_width, 1, activation="relu", name="reduce")(x)
     for i in range(cfg.num_res_blocks):
         x = residual_block(x, cfg.decoder_width, name=f"res{i + 1}")
@@ -126,7 +158,16 @@ def build_decoder(cfg: ReconConfig) -> keras.Model:
     rgb_dtype = policy if policy.compute_dtype == policy.variable_dtype else "float32"
     x = layers.Conv2D(3, 3, padding="same", dtype=rgb_dtype, name="rgb")(x)
     outputs = layers.Activation("sigmoid", dtype="float32", name="rgb_sigmoid")(x)
+    if cfg.border_cells:
+        outputs = layers.Cropping2D(border_crop(cfg), dtype="float32", name="border_crop")(outputs)
     return keras.Model(inputs, outputs, name=f"decoder_{cfg.layer}")
+
+
+def border_crop(cfg: ReconConfig) -> tuple:
+    """((top, bottom), (left, right)) pixels `build_decoder` crops: the extra cell on each side,
+    less half a cell (the receptive fields' offset)."""
+    trim = cfg.border_cells * cfg.stride
+    return ((trim // 2, trim - trim // 2),) * 2
 
 
 # What `upsample_stage` names its layers, in call order, per mode
@@ -176,4 +217,7 @@ def inference_decoder(decoder: keras.Model, cfg: ReconConfig, from_trunk: bool =
         x = PixelShuffle(2, dtype=rgb.dtype_policy, name="rgb_shuffle")(x)
     else:
         x = rgb(x)
-    return keras.Model(inputs, decoder.get_layer("rgb_sigmoid")(x), name=f"{decoder.name}_inference")
+    x = decoder.get_layer("rgb_sigmoid")(x)
+    if "border_crop" in {layer.name for layer in decoder.layers}:
+        x = decoder.get_layer("border_crop")(x)
+    return keras.Model(inputs, x, name=f"{decoder.name}_inference")

@@ -11,6 +11,10 @@ the names, shapes and dtypes they expect (`read_array`).
 
 from __future__ import annotations
 
+import tempfile
+import warnings
+from pathlib import Path
+
 import h5py
 import numpy as np
 
@@ -124,3 +128,70 @@ def read_array(datasets: dict[str, h5py.Dataset], name: str, shape: tuple, sourc
     if not np.isfinite(array).all():  # a weight of NaN or infinity makes every output NaN
         raise WeightsFileError(f"{source}: dataset {name} holds NaN or infinite values (or values beyond float32)")
     return array
+
+
+def keras_weights_layout(model) -> dict[str, tuple]:
+    """The datasets Keras' save_weights writes for `model` (a `.weights.h5` file): path -> shape.
+    What a weights file for it must hold, names included, whatever the Keras version names them.
+
+    Learnt by saving once per architecture (its layers' classes and weights' paths and shapes, all
+    that the file's layout depends on): otherwise every load of a folder would write a file.
+    """
+    architecture = tuple((type(layer).__name__, tuple((w.path, tuple(w.shape)) for w in layer.weights))
+                         for layer in model.layers)
+    if architecture not in _LAYOUTS:
+        if len(_LAYOUTS) >= 64:  # bounded: a process that loads many kinds of model starts over
+            _LAYOUTS.clear()
+        _LAYOUTS[architecture] = saved_layout(model)
+    return dict(_LAYOUTS[architecture])
+
+
+_LAYOUTS: dict[tuple, dict[str, tuple]] = {}  # architecture (see keras_weights_layout) -> its layout
+
+
+def saved_layout(model) -> dict[str, tuple]:
+    """`keras_weights_layout`, learnt by saving `model`'s weights to a temporary file and reading it back."""
+    with tempfile.TemporaryDirectory(prefix="recon-layout-") as tmp:
+        path = Path(tmp) / "layout.weights.h5"
+        model.save_weights(path)
+        with h5py.File(path, "r") as f:
+            layout = {}
+            f.visititems(lambda name, item: layout.__setitem__(name, tuple(item.shape))
+                         if isinstance(item, h5py.Dataset) else None)
+    return layout
+
+
+def load_keras_weights(model, path: Path, what: str) -> None:
+    """Load a Keras `.weights.h5` file into `model`; Keras reads the file only once it is known to
+    hold exactly the model's weights (each name, shape, a float dtype, finite values), all stored
+    inside it. The optimizer's state Keras saves beside a compiled model's weights is ignored.
+
+    Args:
+        what: what the model is, for messages ("the config's decoder").
+
+    Raises:
+        WeightsFileError: naming the file and the dataset that is missing, extra, of another shape
+            or dtype, not finite, or stored outside the file; a file that is not HDF5; or (after the
+            checks) one Keras still cannot load.
+    """
+    expected = keras_weights_layout(model)
+    try:
+        with h5py.File(path, "r") as f:
+            datasets = stored_datasets(f, path)
+            for name in sorted(n for n in set(datasets) - set(expected) if not n.startswith("optimizer/")):
+                raise WeightsFileError(f"{path} does not fit {what}: it has no weight {name}")
+            for name, shape in expected.items():
+                try:
+                    read_array(datasets, name, shape, path)  # read here too: every value finite
+                except WeightsFileError as e:
+                    raise WeightsFileError(f"{path} does not fit {what}: {str(e).removeprefix(f'{path}: ')}") from None
+    except WeightsFileError:
+        raise
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:  # not HDF5, truncated, corrupt
+        raise WeightsFileError(f"{path} is not a readable weights file ({type(e).__name__}: {e})") from None
+    try:
+        with warnings.catch_warnings():  # Keras warns per layer before raising; the error says it all
+            warnings.simplefilter("ignore", UserWarning)
+            model.load_weights(path)
+    except Exception as e:  # a corrupt chunk that the checks above could not see
+        raise WeightsFileError(f"{path} does not fit {what}: {type(e).__name__}: {e}") from None

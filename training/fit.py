@@ -1,6 +1,8 @@
-"""Train a decoder that inverts a frozen VGG16 layer.
+"""Train a decoder that inverts a layer of a frozen network (VGG16, AlexNet, EfficientNet-Lite0 or one's own).
 
     python -m training.fit --data PHOTOS --out runs/a --epochs 10
+    python -m training.fit --backbone alexnet --layer conv5 --data PHOTOS --out runs/b
+    python -m training.fit --encoder MY_MODEL.keras --layer NAME --preprocessing zero_to_255 --data PHOTOS --out runs/c
     python -m training.fit --resume --out runs/a       # after Ctrl-C, a crash or a kill
 
 The defaults are the bundled block3_conv3 recipe (128 px crops, batches of 16, a 48-wide
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import math
 import os
@@ -29,14 +32,16 @@ import warnings
 from pathlib import Path
 
 from recon.atomic import PART_PREFIX, write_atomically, write_json_atomically
-from recon.config import VGG16_LAYERS, ReconConfig
+from recon.config import (BACKBONE_PREPROCESSING, BACKBONES, BORDER_CELLS, NAMED_ENCODER_WEIGHTS, OWN_KERAS_MODEL,
+                          PREPROCESSING, ReconConfig)
 from recon.metrics import SSIM_MIN_SIZE
 from recon.startup import require_folders, start_tensorflow_quietly
 from recon.training_record import TrainingRecord
 
 UNLIMITED_EPOCHS = 100_000  # --minutes without --epochs: the time budget ends the run
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of the peak learning rate
-RECIPE_UPSAMPLE_WIDTHS = (48, 32, 16, 8)  # the bundled recipe's x2 stages, the first ones a layer needs
+RECIPE_UPSAMPLE_WIDTHS = (48, 32, 16, 8, 8, 8)  # the bundled recipe's x2 stages, the first ones a layer needs
+DEFAULT_LAYERS = {"vgg16": "block3_conv3", "alexnet": "conv2", "efficientnet_lite0": "block2"}  # stride 4, 8, 4
 TRAINING_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 POLICY_OF = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}  # --precision's short names
 # What a resumed run may be given anew: how long it trains, how it shows progress, and the machine it
@@ -52,7 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-data", help="folder of validation images; default: --data's own train/ and val/ "
                                       "(or valid/) subfolders if it has them, else a hash split of --data")
     p.add_argument("--out", required=True, help="run folder (becomes a model folder)")
-    p.add_argument("--layer", default="block3_conv3", choices=list(VGG16_LAYERS))
+    p.add_argument("--backbone", default="vgg16", choices=list(BACKBONES),
+                   help="the frozen network (default vgg16); --encoder for one's own Keras model instead")
+    p.add_argument("--layer", help="the layer whose features to invert; default "
+                                   + ", ".join(f"{b}: {layer}" for b, layer in DEFAULT_LAYERS.items())
+                                   + "; with --encoder, a layer name of that model (required)")
+    p.add_argument("--encoder", metavar="FILE.keras",
+                   help="one's own Keras model, cut at --layer (a 4-D feature map whose stride is a power of 2); "
+                        "the model folder keeps the cut model, so loading never needs FILE again")
+    p.add_argument("--preprocessing", choices=PREPROCESSING,
+                   help="how [0,1] RGB becomes the encoder's input; required with --encoder (keras.applications "
+                        "models with their own rescaling: zero_to_255); the backbone's own by default")
     p.add_argument("--image-size", type=positive_int, default=224,
                    help="model size; validation images are shown at it")
     p.add_argument("--crop-size", type=crop_size_arg, default=128,
@@ -79,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-seed", type=int,
                    help="seed of the training crops; default --seed, and for --init-from one more than the "
                         "starting run's, so that a warm start does not replay the crops it was trained on")
-    p.add_argument("--encoder-weights", default="imagenet-torchvision",
-                   help="imagenet-torchvision | imagenet | hed-bsds500 | random | FILE")
+    p.add_argument("--encoder-weights",
+                   help="; ".join(f"{b}: {' | '.join(names)} (default {names[0]})" for b, names in
+                                  NAMED_ENCODER_WEIGHTS.items()) + "; or a weights FILE")
     p.add_argument("--precision", default="auto", choices=["auto", *TRAINING_POLICIES, "bfloat16", "float16"],
                    help="Keras dtype policy (bfloat16 and float16 mean their mixed_ policies); auto: "
                         "mixed_bfloat16 on CPUs with AMX/AVX512-BF16, mixed_float16 on CUDA GPUs, else float32. "
@@ -143,11 +159,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     problem = output_problem(Path(args.out))
     if problem:
         p.error(problem)
-    if not args.init_from:  # a warm start's layer comes from its folder: checked once that is read
-        problem = size_problem(args.layer, args.image_size, args.crop_size)
+    # a warm start's network and layer come from its folder, a resumed run's were checked when it
+    # started, one's own model's stride is known once it is read: each checked then
+    if not (args.init_from or args.resume):
+        problem = encoder_problem(args, given_flags(argv))
+        if args.encoder is None and not problem:
+            problem = size_problem(args.layer, BACKBONES[args.backbone][args.layer][1], BORDER_CELLS[args.backbone],
+                                   args.image_size, args.crop_size)
         if problem:
             p.error(problem)
     return args
+
+
+def encoder_problem(args: argparse.Namespace, given: dict) -> str | None:
+    """Why the encoder flags do not name an encoder, or None; fills in the backbone's default layer."""
+    if args.encoder is not None:
+        if "backbone" in given:
+            return "--encoder names one's own model: leave --backbone out"
+        if not Path(args.encoder).is_file():
+            return f"--encoder {args.encoder}: no such file"
+        if args.layer is None or args.preprocessing is None:
+            return ("--encoder needs --layer (the name of the layer whose features to invert) and --preprocessing "
+                    f"(how the model takes its input: one of {', '.join(PREPROCESSING)})")
+        return None
+    layers = BACKBONES[args.backbone]
+    args.layer = args.layer or DEFAULT_LAYERS[args.backbone]
+    if args.layer not in layers:
+        return f"--layer {args.layer}: {args.backbone} has no such layer; its layers: {', '.join(layers)}"
+    if args.preprocessing is not None and args.preprocessing not in BACKBONE_PREPROCESSING[args.backbone]:
+        return (f"--preprocessing {args.preprocessing}: {args.backbone}'s weights take "
+                f"{' or '.join(BACKBONE_PREPROCESSING[args.backbone])}")
+    return None
+
 
 
 def given_flags(argv=None) -> dict:
@@ -274,13 +317,13 @@ def device_count(text: str) -> int | str:
     return value
 
 
-def size_problem(layer: str, image_size: int, crop_size: int | None) -> str | None:
-    """Why these sizes cannot train `layer`, or None: every side a multiple of the layer's stride,
-    and at least the 11 px the SSIM term of the loss needs."""
-    stride = VGG16_LAYERS[layer][1]
+def size_problem(layer: str, stride: int, border: int, image_size: int, crop_size: int | None) -> str | None:
+    """Why these sizes cannot train `layer` of this stride and border cells (ReconConfig.border_cells),
+    or None: every side a multiple of the stride, at least the 11 px the SSIM term of the loss needs,
+    and (cached crops are cut in feature space) more than the border's cells."""
+    smallest = max(stride * (border + 1), -(-SSIM_MIN_SIZE // stride) * stride)
     for flag, size in (("--image-size", image_size), ("--crop-size", crop_size)):
-        if size is not None and (size % stride or size < SSIM_MIN_SIZE):
-            smallest = max(stride, -(-SSIM_MIN_SIZE // stride) * stride)
+        if size is not None and (size % stride or size < smallest):
             return (f"{flag} {size}: {layer} needs a multiple of its stride {stride} of at least {smallest} px "
                     f"(the SSIM loss's window is {SSIM_MIN_SIZE} px)")
     return None
@@ -296,9 +339,10 @@ from PIL import Image  # noqa: E402
 
 from recon.config import ConfigError  # noqa: E402
 from recon.decoder import build_decoder  # noqa: E402
-from recon.encoder import EncoderWeightsError, build_encoder, read_vgg_weights, set_vgg_weights  # noqa: E402
-from recon.pipeline import (CONFIG_FILE, ENCODER_FILE, PACKAGED_ENCODERS, ModelFolderError,  # noqa: E402
-                            Reconstructor)
+from recon.encoder import EncoderWeightsError, build_encoder  # noqa: E402
+from recon.own_encoder import cut_own_model, feature_geometry  # noqa: E402
+from recon.pipeline import (CONFIG_FILE, ENCODER_FILE, ModelFolderError, Reconstructor, file_sha256,  # noqa: E402
+                            is_packaged, load_folder_encoder)
 from recon.precision import resolve_precision, training_policy  # noqa: E402
 from training.data import (CachedCrops, EvalViews, FeatureCache, FeatureMapCache, FeatureMapCrops,  # noqa: E402
                            OnTheFlyCrops, StreamingCrops, cache_short_sides, encode_batches, encoder_cache_id,
@@ -315,6 +359,8 @@ def main(argv=None, callbacks=(), args: argparse.Namespace | None = None) -> Pat
     out = Path(args.out)
     if args.push_to_hub:
         check_hub(args.push_to_hub)
+    if args.encoder and not (args.resume or args.init_from):
+        own_encoder_fields(args.encoder, args.layer)  # a layer it cannot invert: said before any work
     if not args.resume:
         claim_folder(out)
     # before anything asks JAX for devices (resolve_precision does): a multi-machine run joins here
@@ -531,7 +577,7 @@ def save_model_folder(model: Reconstructor, out: Path) -> None:
     model.save_pretrained(staging)
     for path in sorted(staging.iterdir(), key=lambda p: p.name == CONFIG_FILE):
         os.replace(path, out / path.name)
-    if not (staging / ENCODER_FILE).exists() and model.config.encoder_weights in PACKAGED_ENCODERS:
+    if not (staging / ENCODER_FILE).exists() and is_packaged(model.config):
         (out / ENCODER_FILE).unlink(missing_ok=True)
     staging.rmdir()
 
@@ -540,7 +586,7 @@ def check_free_space(out: Path, cfg: ReconConfig, encoder, decoder) -> None:
     """SystemExit, before training, where the disk cannot hold the run's first checkpoints: the
     decoder's float32 weights as the best checkpoint and in two backup slots with Adam's two moments
     each, the encoder's where the folder keeps its own, and a megabyte for the rest."""
-    encoder_params = 0 if cfg.encoder_weights in PACKAGED_ENCODERS else encoder.count_params()
+    encoder_params = 0 if is_packaged(cfg) else encoder.count_params()
     need = 4 * (7 * decoder.count_params() + encoder_params) + 2**20
     free = shutil.disk_usage(out).free
     if need > free:
@@ -620,30 +666,51 @@ def starting_config(args: argparse.Namespace, out: Path, kept: bool) -> tuple[Re
     except ModelFolderError as e:
         raise SystemExit(f"--init-from: {e}") from None
     if start is not None:
-        problem = size_problem(start.config.layer, start.config.image_size, args.crop_size)
+        c = start.config
+        problem = size_problem(c.layer, c.stride, c.border_cells, c.image_size, args.crop_size)
         if problem:
             raise SystemExit(f"--init-from {args.init_from}: {problem}")
         return start.config, start, Path(args.init_from)
-    stages = VGG16_LAYERS[args.layer][1].bit_length() - 1
-    cfg = ReconConfig(layer=args.layer, image_size=args.image_size, encoder_weights=args.encoder_weights,
-                      decoder_width=args.decoder_width, num_res_blocks=args.res_blocks,
-                      upsample_widths=args.upsample_widths or list(RECIPE_UPSAMPLE_WIDTHS[:stages]),
-                      upsample=args.upsample)
+    encoder = (own_encoder_fields(args.encoder, args.layer) if args.encoder
+               else {"backbone": args.backbone, "encoder_weights": args.encoder_weights})
+    stride = encoder.get("feature_stride") or BACKBONES[args.backbone][args.layer][1]
+    widths = args.upsample_widths or list(RECIPE_UPSAMPLE_WIDTHS[:stride.bit_length() - 1])
+    try:
+        cfg = ReconConfig(layer=args.layer, image_size=args.image_size, preprocessing=args.preprocessing,
+                          decoder_width=args.decoder_width, num_res_blocks=args.res_blocks, upsample=args.upsample,
+                          upsample_widths=widths, **encoder)
+    except ConfigError as e:
+        raise SystemExit(f"python -m training.fit: {e}") from None
+    problem = size_problem(cfg.layer, cfg.stride, cfg.border_cells, cfg.image_size, args.crop_size)
+    if problem:
+        raise SystemExit(f"python -m training.fit: {problem}")
     return cfg, None, None
+
+
+@functools.lru_cache(maxsize=2)  # main checks it before any work, starting_config uses it
+def own_encoder_fields(path: str, layer: str) -> dict:
+    """The config fields of one's own model (--encoder) cut at --layer: its file and hash, and the
+    map's measured channels, stride and border. SystemExit with what is wrong: no such layer, not
+    a 4-D map, a stride the decoder cannot invert, layers outside Keras' own."""
+    try:
+        channels, stride, border = feature_geometry(cut_own_model(path, layer))
+    except EncoderWeightsError as e:
+        raise SystemExit(f"--encoder {path} --layer {layer}: {e}") from None
+    print(f"encoder: {path} cut at {layer}: {channels} channels, stride {stride}"
+          + (f", {border} border cell(s)" if border else ""))
+    return {"backbone": OWN_KERAS_MODEL, "encoder_weights": str(Path(path).resolve()),
+            "encoder_sha256": file_sha256(path), "feature_channels": channels, "feature_stride": stride,
+            "feature_border": border}
 
 
 def run_encoder(cfg: ReconConfig, folder: Path | None) -> keras.Model:
     """The frozen encoder, in this run's precision. A warm start or a resumed run uses the weights its
-    model folder holds (its own encoder file, or the packaged one its config names, hash-checked),
+    model folder holds (its own encoder files, or the packaged one its config names, hash-checked),
     not whatever the FILE its config recorded holds now, or whether it is still there."""
-    if folder is None:
-        return build_encoder(cfg)
-    encoder = build_encoder(cfg, weights=None)
     try:
-        set_vgg_weights(encoder, read_vgg_weights(Reconstructor._encoder_file(folder, cfg)))
+        return build_encoder(cfg) if folder is None else load_folder_encoder(folder, cfg)
     except (ModelFolderError, EncoderWeightsError) as e:
-        raise SystemExit(f"{folder}: {e}") from None
-    return encoder
+        raise SystemExit(f"{folder or cfg.encoder_weights}: {e}") from None
 
 
 def training_batches(args: argparse.Namespace, out: Path, cfg: ReconConfig, encoder: keras.Model,
