@@ -148,11 +148,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(model: str, port: int, log: Path, precision: str) -> subprocess.Popen:
-    """`python app.py` on `port`, once it serves; its output goes to `log`."""
-    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1"}
+def start_app(model: str, port: int, log: Path, precision: str, app: Path = ROOT / "app.py",
+              env: dict | None = None) -> subprocess.Popen:
+    """`python APP` on `port` (with this checkout's `recon`), once it serves; its output goes to `log`."""
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)} | (env or {})
     with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model", model,
+        server = subprocess.Popen([sys.executable, str(app), "--port", str(port), "--model", str(ROOT / model),
                                    "--precision", precision], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.time() + 240
     while f"127.0.0.1:{port}" not in log.read_text():
@@ -207,12 +208,13 @@ def summarize(probe: dict, start_ms: float, end_ms: float) -> dict:
 
 
 def run(model: str, seconds: float, warmup: float, precision: str, loop_frames: int = 240,
-        output_selector: str = "#webcam-output img, #webcam-output canvas", screenshot: Path | None = None) -> dict:
+        output_selector: str = "#webcam-output img, #webcam-output canvas", screenshot: Path | None = None,
+        app: Path = ROOT / "app.py", env: dict | None = None) -> dict:
     from playwright.sync_api import sync_playwright
     with tempfile.TemporaryDirectory(prefix="recon-webcam-") as tmp:
         video = write_numbered_y4m(Path(tmp) / "numbered.y4m", loop_frames)
         port = free_port()
-        server = start_app(model, port, Path(tmp) / "app.log", precision)
+        server = start_app(model, port, Path(tmp) / "app.log", precision, app, env)
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
@@ -251,9 +253,14 @@ def main(argv=None) -> dict:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "webcam_browser.json")
     p.add_argument("--label", default=None, help="key under which --out records this run (default: not saved)")
     p.add_argument("--screenshot", type=Path, default=None)
+    p.add_argument("--app", type=Path, default=ROOT / "app.py",
+                   help="the demo to start (an older app.py, to compare; it imports this checkout's recon)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="set for the app")
     args = p.parse_args(argv)
-    result = run(args.model, args.seconds, args.warmup, args.precision, screenshot=args.screenshot)
-    result.update(model=args.model, precision=args.precision, cores=len(os.sched_getaffinity(0)))
+    env = dict(item.split("=", 1) for item in args.env)
+    result = run(args.model, args.seconds, args.warmup, args.precision, screenshot=args.screenshot, app=args.app, env=env)
+    result.update(model=args.model, precision=args.precision, cores=len(os.sched_getaffinity(0)), app=str(args.app),
+                  env=env)
     print(json.dumps(result, indent=1))
     if args.label:
         record = json.loads(args.out.read_text()) if args.out.exists() else {}
