@@ -164,6 +164,23 @@ def start_app(model: str, port: int, log: Path, precision: str, app: Path = ROOT
     return server
 
 
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the app server and by this run's Chromium (its processes run in
+    this checkout's folder; another checkout's browser does not), for the share of 2 cores each takes."""
+    import psutil
+    used = {"server": 0.0, "browser": 0.0}
+    for process in psutil.process_iter(["pid", "name", "cwd", "cpu_times"]):
+        info = process.info
+        times = info["cpu_times"]
+        if times is None:
+            continue
+        if info["pid"] == server_pid:
+            used["server"] += times.user + times.system
+        elif "chrom" in (info["name"] or "") and info["cwd"] == str(ROOT):
+            used["browser"] += times.user + times.system
+    return used
+
+
 def start_camera(page) -> None:
     """Open the Webcam tab and start streaming: the tab's own Start button where it has one, else
     Gradio's webcam component (its access button, then its record button)."""
@@ -227,9 +244,9 @@ def run(model: str, seconds: float, warmup: float, precision: str, loop_frames: 
                 page.evaluate(PROBE_JS, ["video", output_selector, CODE_ROWS, CODE_COLUMNS, CODE_MARGIN])
                 start_camera(page)
                 page.wait_for_timeout(warmup * 1000)
-                start_ms = page.evaluate("performance.now()")
+                start_ms, cpu_before = page.evaluate("performance.now()"), cpu_seconds(server.pid)
                 page.wait_for_timeout(seconds * 1000)
-                end_ms = page.evaluate("performance.now()")
+                end_ms, cpu_after = page.evaluate("performance.now()"), cpu_seconds(server.pid)
                 probe = page.evaluate("window.__probe")
                 stats_line = page.inner_text("#webcam-stats")
                 stages = page.inner_text("#webcam-stages") if page.locator("#webcam-stages").count() else None
@@ -240,7 +257,8 @@ def run(model: str, seconds: float, warmup: float, precision: str, loop_frames: 
             server.terminate()
             server.wait(timeout=30)
     result = summarize(probe, start_ms, end_ms)
-    result.update(page_says=stats_line, page_stages=stages)
+    result.update(page_says=stats_line, page_stages=stages, load_average=[round(x, 2) for x in os.getloadavg()],
+                  cores_used={name: round((cpu_after[name] - cpu_before[name]) / result["seconds"], 2) for name in cpu_after})
     return result
 
 

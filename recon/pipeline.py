@@ -28,7 +28,7 @@ from recon.hdf5 import WeightsFileError, read_array, stored_datasets
 from recon.imageio import center_crop_square, checked_image, resize, to_float
 from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, check_runs, holds_trunk
 from recon.metrics import image_metrics
-from recon.precision import dtype_policy, layer_precision, resolve_precision
+from recon.precision import BF16_CPU_FLAGS, cpu_flags, dtype_policy, layer_precision, resolve_precision
 from recon.training_record import TrainingRecord
 
 CONFIG_FILE = "config.json"
@@ -116,15 +116,20 @@ class Reconstructor:
         """precision: what the layers built here compute in ("auto" picks the fastest here, see
         recon.precision); given models keep theirs. Inputs and outputs are float32 either way.
         "int8" encodes with `int8_encoder` (required then) and keeps the Keras encoder, in
-        floating point, for what needs gradients (refine).
+        floating point, for what needs gradients (refine). "openvino" converts the encoder and
+        decoder to OpenVINO, int8 by NNCF (recon.openvino_engine; cached), for `reconstruct`,
+        `reconstruct_batch` and `encode`; "auto" here never picks it (from_pretrained does, for
+        folders whose int8 check passed).
 
         Raises:
             ValueError: an unknown precision, or "int8" without an `int8_encoder`.
+            recon.openvino_engine.OpenVinoUnavailable: "openvino" without OpenVINO and NNCF, or a
+                model they cannot convert, quantize or compile.
         """
         self.config = config
         self.training: TrainingRecord | None = None  # the folder's training.json, where it has one
         self._compiled = None  # the trained-size graph, traced on first use (reconstruct_batch)
-        self.precision = resolve_precision(precision, int8_ready=int8_encoder is not None)
+        self.precision = resolve_precision(precision, int8_ready=int8_encoder is not None, openvino=False)
         if self.precision == "int8" and int8_encoder is None:
             raise ValueError('precision "int8" needs an int8_encoder (python -m training.quantize makes one)')
         self.int8_encoder = int8_encoder if self.precision == "int8" else None
@@ -141,6 +146,16 @@ class Reconstructor:
                             and self.int8_encoder.has_trunk else self._fast_decoder)
         # the decoder weights an int8 file with the trunk was checked against (save_pretrained)
         self._int8_decoder = weights_fingerprint(self.decoder) if self.int8_file is not None else None
+        self.openvino = self._openvino_engine() if self.precision == "openvino" else None
+        self._openvino_optional = False  # whether an OpenVINO failure at run time falls back (from_pretrained "auto")
+
+    def _openvino_engine(self):
+        """The whole model in OpenVINO: int8 by NNCF, bfloat16 for the rest where the CPU has it."""
+        from recon.openvino_engine import build_engine
+        fingerprint = weights_fingerprint(self.encoder) + weights_fingerprint(self.decoder)
+        precision = "bf16" if set(BF16_CPU_FLAGS) & cpu_flags() else "f32"
+        return build_engine(self.encoder, self._fast_decoder, self.config.to_dict(), fingerprint,
+                            self.config.image_size, int8=True, precision=precision)
 
     # -- folders ---------------------------------------------------------------------------
     @classmethod
@@ -150,9 +165,12 @@ class Reconstructor:
         precision: "float32", "bfloat16", "float16" or "auto": the folder's float32 weights are
         cast once, at load time (bfloat16 ran 1.9x faster at batch 1 on a 2-core AVX512-BF16 CPU).
         "int8" runs the folder's `encoder.int8.tflite` (`python -m training.quantize` makes it);
-        "auto" picks it where the CPU has int8 dot products and the folder has the file, and
-        falls back to floating point, with a warning, if that file cannot be run (another hash
-        than the config's, no TFLite runtime).
+        "openvino" runs the whole model in OpenVINO, int8 by NNCF (`recon.openvino_engine`).
+        "auto" picks "openvino" where the CPU has int8 dot products, OpenVINO is installed and the
+        folder's int8 file shows that int8 passed its held-out check; else "int8" where the folder
+        has the file; it falls back, with a warning saying why, to "int8" if OpenVINO fails, and to
+        floating point if the int8 file cannot be run (another hash than the config's, no TFLite
+        runtime).
 
         Every file is untrusted input (a folder may come from the Hub): the config is checked
         before anything is built (`ReconConfig`), weights are read only from datasets stored in
@@ -164,13 +182,31 @@ class Reconstructor:
             ModelFolderError: a missing or broken file, naming it (and the field or dataset); for
                 "int8", also a missing, stale or broken encoder.int8.tflite.
             ValueError: an unknown precision.
+            recon.openvino_engine.OpenVinoUnavailable: "openvino" asked for where it cannot run.
         """
         asked = precision
-        precision = resolve_precision(precision, int8_ready=(Path(folder) / INT8_ENCODER_FILE).is_file())
+        int8_file = (Path(folder) / INT8_ENCODER_FILE).is_file()
+        precision = resolve_precision(precision, int8_ready=int8_file)
+        if precision == "openvino":
+            from recon.openvino_engine import OpenVinoUnavailable
+            try:
+                return cls._load_checked(folder, precision, asked)
+            except OpenVinoUnavailable as e:
+                if asked != "auto":
+                    raise
+                if not e.quiet:
+                    warnings.warn(f"{folder}: OpenVINO not used ({e}); running the int8 file", stacklevel=2)
+                precision = resolve_precision(asked, int8_ready=int8_file, openvino=False)
+        return cls._load_checked(folder, precision, asked)
+
+    @classmethod
+    def _load_checked(cls, folder: str | Path, precision: str, asked: str) -> "Reconstructor":
+        """`_load` with every failure but OpenVINO's a ModelFolderError naming the folder."""
+        from recon.openvino_engine import OpenVinoUnavailable
         try:
             with dtype_policy(layer_precision(precision)):
                 return cls._load(Path(folder), precision, int8_optional=asked == "auto")
-        except ModelFolderError:
+        except (ModelFolderError, OpenVinoUnavailable):
             raise
         except LOAD_ERRORS as e:  # what the checks below missed still names the folder, never a traceback
             raise ModelFolderError(f"{folder}: cannot be loaded ({type(e).__name__}: {e})") from None
@@ -192,6 +228,9 @@ class Reconstructor:
             raise ModelFolderError(str(e) if str(folder) in str(e) else f"{folder}: {e}") from None
         decoder = build_decoder(config)
         cls._load_decoder(decoder, folder / DECODER_FILE)
+        if precision == "openvino" and int8_optional and not cls._int8_file_matches(folder, config):
+            from recon.openvino_engine import OpenVinoUnavailable  # the int8 path says what is wrong with the file
+            raise OpenVinoUnavailable(f"{INT8_ENCODER_FILE} is not the one training.quantize checked", quiet=True)
         int8_encoder, int8_runs = None, True
         if precision == "int8":
             try:
@@ -203,7 +242,7 @@ class Reconstructor:
                 precision = layer_precision(precision)  # what the layers were built in
                 int8_runs = not isinstance(e, Int8RunError)
         model = cls(config, encoder, decoder, precision, int8_encoder)
-        model._int8_optional = int8_optional
+        model._int8_optional = model._openvino_optional = int8_optional
         model.training = TrainingRecord.load(folder)
         if int8_encoder is None and int8_runs and cls._int8_file_matches(folder, config):
             model.int8_file = (folder / INT8_ENCODER_FILE).read_bytes()  # kept for save_pretrained
@@ -388,6 +427,12 @@ class Reconstructor:
 
     def _encode(self, batch: np.ndarray) -> np.ndarray:
         """A batch `_as_batch` has checked -> float32 features."""
+        if self.openvino is not None and self.openvino.accepts(batch):
+            try:
+                return self.openvino(batch)[1]
+            except RuntimeError as e:
+                self._openvino_failed(e)
+                return self._encode(batch)
         if self.int8_encoder is not None:
             try:
                 return self.int8_encoder(batch)
@@ -423,6 +468,12 @@ class Reconstructor:
         and evaluation's path. Other sizes take the direct calls, which need no tracing per size.
         """
         batch = self._as_batch(images)
+        if self.openvino is not None and self.openvino.accepts(batch):
+            try:
+                return self.openvino(batch)
+            except RuntimeError as e:
+                self._openvino_failed(e)
+                return self.reconstruct_batch(images)
         trained_size = batch.shape[1:3] == (self.config.image_size,) * 2 and keras.backend.backend() == "tensorflow"
         if trained_size and self._compiled is None:
             import tensorflow as tf
@@ -460,6 +511,20 @@ class Reconstructor:
         self._float_part = self._fast_decoder
         self._compiled = None  # traced for the int8 file's handover: traced again
 
+    def _openvino_failed(self, error: Exception) -> None:
+        """OpenVINO failed on an input. Loaded with "auto": run the Keras models (float32) from now on,
+        with one warning; else raise.
+
+        Raises:
+            RuntimeError: the model was loaded or built with precision "openvino".
+        """
+        if not self._openvino_optional:
+            raise RuntimeError(f"OpenVINO failed to run the model: {error}") from None
+        warnings.warn(f"OpenVINO failed to run the model ({error}); running in {self.layer_precision} from now on",
+                      stacklevel=4)
+        self.openvino = None
+        self.precision = self.layer_precision
+
     def _forward(self, batch):
         if self.int8_encoder is not None:
             return self._float_part(batch, training=False)
@@ -482,6 +547,8 @@ class Reconstructor:
     def precision_name(self) -> str:
         """What the model computes in, for people: "bfloat16", "int8 encoder, bfloat16 decoder", or
         "int8 encoder and residual blocks, bfloat16 upsampling"."""
+        if self.precision == "openvino":
+            return f"int8 encoder and decoder (OpenVINO), {self.openvino.precision_name} where not quantized"
         if self.precision != "int8":
             return self.precision
         if self.int8_encoder.has_trunk:
