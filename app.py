@@ -41,12 +41,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
     parser.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS if p not in ("int8", "openvino")],
-                        help="what the models compute in (default: auto). auto: float16 on CUDA GPUs; on a CPU with "
-                             "VNNI/AMX, each model folder whose int8 check passed (training.quantize) runs whole in "
-                             "OpenVINO, int8 with bfloat16 for the rest (or, without OpenVINO, its int8 file and "
-                             "bfloat16); the other folders bfloat16 on CPUs with AVX512-BF16/AMX, else float32. int8 "
-                             "and openvino are not offered on their own: only some folders passed the check. float32 "
-                             "shows each model's own scores")
+                        help="what the models compute in (default: auto). auto: float16 on CUDA GPUs; on a CPU, "
+                             "the int8 file of each model folder that has one where the CPU has VNNI/AMX "
+                             "(training.quantize), with the rest of the decoder in bfloat16 on CPUs with "
+                             "AVX512-BF16/AMX (about 3x float32 in all) and float32 elsewhere; the other folders "
+                             "bfloat16 or float32. int8 and openvino are not offered on their own: only some "
+                             "folders passed the int8 check. float32 shows each model's own scores")
     return parser.parse_args(argv)
 
 
@@ -300,7 +300,9 @@ def reconstruct_frame(model: Reconstructor, frame, stats: dict | None = None):
 
 LIVE_FRAME_MAX_BYTES = 2 * 1024 * 1024  # a 224 px JPEG is about 15 KB; anything near this is not a camera frame
 LIVE_FRAME_MAX_SIDE = 2048
-LIVE_IN_FLIGHT = int(os.environ.get("RECON_LIVE_IN_FLIGHT", 2))
+# frames the page keeps in flight: 1 gave 8.9 to 9.1 frames/s shown and 118 to 132 ms median latency in
+# Chromium on a loaded 2-core machine, 2 gave 6.5 and 274 ms (benchmarks/webcam_browser.py --env ...)
+LIVE_IN_FLIGHT = int(os.environ.get("RECON_LIVE_IN_FLIGHT", 1))
 LIVE_JPEG_QUALITY = 90  # the reconstruction sent back: about 16 KB at 224 px, 0.2 ms to encode
 
 
@@ -840,7 +842,7 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
             banner = gr.HTML(random_weights_banner(current), elem_id="random-banner")
         with gr.Tabs():
             upload, resolution = upload_tab(store, current, picker)
-            webcam_tab(store, picker, time_limit)
+            webcam_tab(store, time_limit)
             channel_sliders = features_tab(store, current, picker, upload, resolution)
             ablation_sliders = ablation_tab(store, current, picker, upload, resolution)
             refine_tab(store, picker, upload)
@@ -912,9 +914,9 @@ def upload_tab(store: ModelStore, current: Reconstructor | None, picker):
 # The Webcam tab's page side. The browser grabs the center square of each camera frame at the model's
 # trained size, sends it as a JPEG data URL to `live_frame` (a server function of the tab's gr.HTML: one
 # POST, no queue, no file), shows the JPEG that comes back, and sends the next frame once the camera
-# has a new one: one frame in flight, so a frame never waits behind another and none is dropped on the
-# way. It measures what it shows: frames shown a second and the time from grabbing a frame to showing
-# its reconstruction (median over the last few seconds), and the time of each stage.
+# has a new one: LIVE_IN_FLIGHT frames in flight, so a frame never waits behind a backlog. It measures
+# what it shows: frames shown a second and the time from grabbing a frame to showing its
+# reconstruction (median over the last few seconds), and the time of each stage.
 LIVE_HTML = """
 <div class="live-webcam">
   <div class="live-row">
@@ -1019,7 +1021,7 @@ button.addEventListener('click', async () => {
 """
 
 
-def webcam_tab(store: ModelStore, picker, time_limit: int) -> None:
+def webcam_tab(store: ModelStore, time_limit: int) -> None:
     """Webcam: the page's own capture loop (LIVE_JS) calling `live_frame` through a server function;
     the `webcam_frame` API keeps the handler for clients (gradio_client)."""
     with gr.Tab("Webcam", id="webcam"):

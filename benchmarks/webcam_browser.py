@@ -150,8 +150,8 @@ def free_port() -> int:
 
 def start_app(model: str, port: int, log: Path, precision: str, app: Path = ROOT / "app.py",
               env: dict | None = None) -> subprocess.Popen:
-    """`python APP` on `port` (with this checkout's `recon`), once it serves; its output goes to `log`."""
-    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)} | (env or {})
+    """`python APP` on `port` (with the `recon` beside it), once it serves; its output goes to `log`."""
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(app).parent)} | (env or {})
     with open(log, "w") as out:
         server = subprocess.Popen([sys.executable, str(app), "--port", str(port), "--model", str(ROOT / model),
                                    "--precision", precision], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -272,7 +272,7 @@ def main(argv=None) -> dict:
     p.add_argument("--label", default=None, help="key under which --out records this run (default: not saved)")
     p.add_argument("--screenshot", type=Path, default=None)
     p.add_argument("--app", type=Path, default=ROOT / "app.py",
-                   help="the demo to start (an older app.py, to compare; it imports this checkout's recon)")
+                   help="the demo to start (an older checkout's app.py, to compare; it imports the recon beside it)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="set for the app")
     args = p.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)

@@ -37,13 +37,7 @@ log = logging.getLogger(__name__)
 
 
 class OpenVinoUnavailable(RuntimeError):
-    """OpenVINO or NNCF is missing, or cannot convert, quantize or run this model: the reason, for
-    the warning that says why the TensorFlow/TFLite path runs instead. `quiet`: another warning
-    says it already."""
-
-    def __init__(self, message: str, quiet: bool = False):
-        super().__init__(message)
-        self.quiet = quiet
+    """OpenVINO or NNCF is missing, or cannot convert, quantize or compile this model: the reason."""
 
 
 def cache_dir() -> Path:
@@ -141,10 +135,16 @@ def quantize(model, calibration: list[np.ndarray], float_tail: int = 0):
                                   f"{float_tail} to keep in floating point")
     kept = nncf.IgnoredScope(names=convolutions[len(convolutions) - float_tail:]) if float_tail else None
     log.info("quantizing the model to int8 with NNCF on %d inputs (once: the result is cached)", len(calibration))
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        return nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
-                             **({"ignored_scope": kept} if kept else {}))
+    nncf_log = logging.getLogger("nncf")  # its INFO lines name every node it leaves out
+    level = nncf_log.level
+    nncf.set_log_level(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")  # the progress bars above, numpy 2's notices here
+            return nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
+                                 **({"ignored_scope": kept} if kept else {}))
+    finally:
+        nncf.set_log_level(level)
 
 
 def float_tail_of(decoder) -> int:
@@ -169,16 +169,19 @@ class OpenVinoEngine:
         model: an `openvino.Model` (from `convert`, optionally `quantize`).
         precision: what OpenVINO runs the floating-point operations in: "bf16" or "f32".
         threads: inference threads (default: the cores this process may use).
+        pinning: whether OpenVINO pins its threads to cores (its default). Off here: on a machine
+            shared with other work (the demo's own browser, a training run) a pinned thread waits
+            for its busy core while another core idles.
 
     Calls from several threads take turns (one infer request).
     """
 
-    def __init__(self, model, precision: str = "bf16", threads: int | None = None):
+    def __init__(self, model, precision: str = "bf16", threads: int | None = None, pinning: bool = False):
         import openvino as ov
         if threads is None:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": int(threads),
-                  "PERFORMANCE_HINT": "LATENCY"}
+                  "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": pinning}
         try:
             self.compiled = ov.Core().compile_model(model, "CPU", config)
         except Exception as e:
@@ -197,7 +200,7 @@ class OpenVinoEngine:
         """(outputs, features), float32, fresh arrays (the next call cannot overwrite them).
 
         Raises:
-            RuntimeError: OpenVINO failed on this input (its own exception types, named).
+            RuntimeError: OpenVINO failed on this input (its own exception type, named).
         """
         batch = np.ascontiguousarray(batch, np.float32)
         with self._lock:
@@ -205,7 +208,7 @@ class OpenVinoEngine:
                 result = self.request.infer({0: batch})
                 outputs, features = (np.array(result[self.compiled.outputs[i]], np.float32) for i in range(2))
             except Exception as e:
-                raise RuntimeError(first_line(e)) from None
+                raise RuntimeError(f"OpenVINO failed to run the model: {first_line(e)}") from None
         return outputs, features
 
 

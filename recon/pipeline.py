@@ -118,8 +118,7 @@ class Reconstructor:
         "int8" encodes with `int8_encoder` (required then) and keeps the Keras encoder, in
         floating point, for what needs gradients (refine). "openvino" converts the encoder and
         decoder to OpenVINO, int8 by NNCF (recon.openvino_engine; cached), for `reconstruct`,
-        `reconstruct_batch` and `encode`; "auto" here never picks it (from_pretrained does, for
-        folders whose int8 check passed).
+        `reconstruct_batch` and `encode` ("auto" never picks it).
 
         Raises:
             ValueError: an unknown precision, or "int8" without an `int8_encoder`.
@@ -129,7 +128,7 @@ class Reconstructor:
         self.config = config
         self.training: TrainingRecord | None = None  # the folder's training.json, where it has one
         self._compiled = None  # the trained-size graph, traced on first use (reconstruct_batch)
-        self.precision = resolve_precision(precision, int8_ready=int8_encoder is not None, openvino=False)
+        self.precision = resolve_precision(precision, int8_ready=int8_encoder is not None)
         if self.precision == "int8" and int8_encoder is None:
             raise ValueError('precision "int8" needs an int8_encoder (python -m training.quantize makes one)')
         self.int8_encoder = int8_encoder if self.precision == "int8" else None
@@ -147,7 +146,6 @@ class Reconstructor:
         # the decoder weights an int8 file with the trunk was checked against (save_pretrained)
         self._int8_decoder = weights_fingerprint(self.decoder) if self.int8_file is not None else None
         self.openvino = self._openvino_engine() if self.precision == "openvino" else None
-        self._openvino_optional = False  # whether an OpenVINO failure at run time falls back (from_pretrained "auto")
 
     def _openvino_engine(self):
         """The whole model in OpenVINO: int8 by NNCF, bfloat16 for the rest where the CPU has it."""
@@ -165,12 +163,10 @@ class Reconstructor:
         precision: "float32", "bfloat16", "float16" or "auto": the folder's float32 weights are
         cast once, at load time (bfloat16 ran 1.9x faster at batch 1 on a 2-core AVX512-BF16 CPU).
         "int8" runs the folder's `encoder.int8.tflite` (`python -m training.quantize` makes it);
-        "openvino" runs the whole model in OpenVINO, int8 by NNCF (`recon.openvino_engine`).
-        "auto" picks "openvino" where the CPU has int8 dot products, OpenVINO is installed and the
-        folder's int8 file shows that int8 passed its held-out check; else "int8" where the folder
-        has the file; it falls back, with a warning saying why, to "int8" if OpenVINO fails, and to
-        floating point if the int8 file cannot be run (another hash than the config's, no TFLite
-        runtime).
+        "auto" picks it where the CPU has int8 dot products and the folder has the file, and
+        falls back to floating point, with a warning, if that file cannot be run (another hash
+        than the config's, no TFLite runtime). "openvino" runs the encoder and decoder in OpenVINO,
+        int8 by NNCF but for the upsampling (`recon.openvino_engine`; only by name).
 
         Every file is untrusted input (a folder may come from the Hub): the config is checked
         before anything is built (`ReconConfig`), weights are read only from datasets stored in
@@ -184,25 +180,9 @@ class Reconstructor:
             ValueError: an unknown precision.
             recon.openvino_engine.OpenVinoUnavailable: "openvino" asked for where it cannot run.
         """
-        asked = precision
-        int8_file = (Path(folder) / INT8_ENCODER_FILE).is_file()
-        precision = resolve_precision(precision, int8_ready=int8_file)
-        if precision == "openvino":
-            from recon.openvino_engine import OpenVinoUnavailable
-            try:
-                return cls._load_checked(folder, precision, asked)
-            except OpenVinoUnavailable as e:
-                if asked != "auto":
-                    raise
-                if not e.quiet:
-                    warnings.warn(f"{folder}: OpenVINO not used ({e}); running the int8 file", stacklevel=2)
-                precision = resolve_precision(asked, int8_ready=int8_file, openvino=False)
-        return cls._load_checked(folder, precision, asked)
-
-    @classmethod
-    def _load_checked(cls, folder: str | Path, precision: str, asked: str) -> "Reconstructor":
-        """`_load` with every failure but OpenVINO's a ModelFolderError naming the folder."""
         from recon.openvino_engine import OpenVinoUnavailable
+        asked = precision
+        precision = resolve_precision(precision, int8_ready=(Path(folder) / INT8_ENCODER_FILE).is_file())
         try:
             with dtype_policy(layer_precision(precision)):
                 return cls._load(Path(folder), precision, int8_optional=asked == "auto")
@@ -228,9 +208,6 @@ class Reconstructor:
             raise ModelFolderError(str(e) if str(folder) in str(e) else f"{folder}: {e}") from None
         decoder = build_decoder(config)
         cls._load_decoder(decoder, folder / DECODER_FILE)
-        if precision == "openvino" and int8_optional and not cls._int8_file_matches(folder, config):
-            from recon.openvino_engine import OpenVinoUnavailable  # the int8 path says what is wrong with the file
-            raise OpenVinoUnavailable(f"{INT8_ENCODER_FILE} is not the one training.quantize checked", quiet=True)
         int8_encoder, int8_runs = None, True
         if precision == "int8":
             try:
@@ -242,7 +219,7 @@ class Reconstructor:
                 precision = layer_precision(precision)  # what the layers were built in
                 int8_runs = not isinstance(e, Int8RunError)
         model = cls(config, encoder, decoder, precision, int8_encoder)
-        model._int8_optional = model._openvino_optional = int8_optional
+        model._int8_optional = int8_optional
         model.training = TrainingRecord.load(folder)
         if int8_encoder is None and int8_runs and cls._int8_file_matches(folder, config):
             model.int8_file = (folder / INT8_ENCODER_FILE).read_bytes()  # kept for save_pretrained
@@ -428,11 +405,7 @@ class Reconstructor:
     def _encode(self, batch: np.ndarray) -> np.ndarray:
         """A batch `_as_batch` has checked -> float32 features."""
         if self.openvino is not None and self.openvino.accepts(batch):
-            try:
-                return self.openvino(batch)[1]
-            except RuntimeError as e:
-                self._openvino_failed(e)
-                return self._encode(batch)
+            return self.openvino(batch)[1]
         if self.int8_encoder is not None:
             try:
                 return self.int8_encoder(batch)
@@ -469,11 +442,7 @@ class Reconstructor:
         """
         batch = self._as_batch(images)
         if self.openvino is not None and self.openvino.accepts(batch):
-            try:
-                return self.openvino(batch)
-            except RuntimeError as e:
-                self._openvino_failed(e)
-                return self.reconstruct_batch(images)
+            return self.openvino(batch)
         trained_size = batch.shape[1:3] == (self.config.image_size,) * 2 and keras.backend.backend() == "tensorflow"
         if trained_size and self._compiled is None:
             import tensorflow as tf
@@ -510,20 +479,6 @@ class Reconstructor:
         self.precision = self.layer_precision
         self._float_part = self._fast_decoder
         self._compiled = None  # traced for the int8 file's handover: traced again
-
-    def _openvino_failed(self, error: Exception) -> None:
-        """OpenVINO failed on an input. Loaded with "auto": run the Keras models (float32) from now on,
-        with one warning; else raise.
-
-        Raises:
-            RuntimeError: the model was loaded or built with precision "openvino".
-        """
-        if not self._openvino_optional:
-            raise RuntimeError(f"OpenVINO failed to run the model: {error}") from None
-        warnings.warn(f"OpenVINO failed to run the model ({error}); running in {self.layer_precision} from now on",
-                      stacklevel=4)
-        self.openvino = None
-        self.precision = self.layer_precision
 
     def _forward(self, batch):
         if self.int8_encoder is not None:

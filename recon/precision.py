@@ -4,16 +4,16 @@ bfloat16 is fast only on CPUs with AMX or AVX512-BF16 (oneDNN uses them; elsewhe
 emulated and slower than float32); float16 is fast on CUDA GPUs (tensor cores). "int8" runs the
 encoder (and, where it passed its check, the decoder's residual blocks) as a calibrated int8 copy
 (recon.int8, where the model folder has one) and the rest of the decoder in the fastest floating
-point; it is fast on CPUs with int8 dot products (VNNI, AMX). "openvino" runs the whole model in
-OpenVINO, int8 by NNCF with the rest in bfloat16 where the CPU has it (recon.openvino_engine): faster
-than "int8" on such CPUs, so "auto" picks it where OpenVINO is installed, for the folders whose int8
-file shows that int8 passed the held-out check.
+point; it is fast on CPUs with int8 dot products (VNNI, AMX). "openvino" runs the encoder and decoder
+in OpenVINO, int8 by NNCF but for the upsampling, the rest in bfloat16 where the CPU has it
+(recon.openvino_engine; OpenVINO and NNCF installed separately): held-out scores closer to float32
+than "int8"'s, at about 5% fewer images per CPU-second on a 2-core AVX512-VNNI CPU
+(benchmarks/cpu_engines.py), so "auto" does not pick it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from pathlib import Path
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8", "openvino")
@@ -41,25 +41,20 @@ def has_cuda_gpu() -> bool:
     return False
 
 
-def openvino_installed() -> bool:
-    """Whether OpenVINO and NNCF can be imported (without importing them: seconds)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
-
-
 def resolve_precision(precision: str = "auto", flags: set[str] | None = None, gpu: bool | None = None,
-                      int8_ready: bool = False, openvino: bool | None = None) -> str:
+                      int8_ready: bool = False) -> str:
     """"auto" -> the fastest precision for this machine; anything else is checked and returned.
 
     Args:
         precision: one of PRECISIONS.
         flags: CPU flags (default: read from /proc/cpuinfo); tests pass their own.
         gpu: whether a CUDA GPU is present (default: asked of the Keras backend).
-        int8_ready: whether int8 passed the model's held-out check (its folder has a checked int8 file).
-        openvino: whether OpenVINO and NNCF are installed (default: looked up).
+        int8_ready: whether the model has an int8 encoder (`recon.int8`) to run.
 
     Returns:
-        "float16" with a CUDA GPU; on a CPU with VNNI or AMX when `int8_ready`, "openvino" where it
-        is installed, else "int8"; else "bfloat16" on a CPU with AMX or AVX512-BF16; else "float32".
+        "float16" with a CUDA GPU; "int8" on a CPU with VNNI or AMX when `int8_ready`; else
+        "bfloat16" on a CPU with AMX or AVX512-BF16; else "float32". Never "openvino": asked for by
+        name only.
 
     Raises:
         ValueError: an unknown precision.
@@ -72,7 +67,7 @@ def resolve_precision(precision: str = "auto", flags: set[str] | None = None, gp
         return "float16"
     flags = cpu_flags() if flags is None else flags
     if int8_ready and set(INT8_CPU_FLAGS) & flags:
-        return "openvino" if (openvino_installed() if openvino is None else openvino) else "int8"
+        return "int8"
     return "bfloat16" if set(BF16_CPU_FLAGS) & flags else "float32"
 
 
@@ -82,7 +77,7 @@ def layer_precision(precision: str, flags: set[str] | None = None, gpu: bool | N
     weights OpenVINO converts from, and what the few Keras paths left, decode and refine, run in)."""
     if precision == "openvino":
         return "float32"
-    return resolve_precision("auto", flags, gpu, openvino=False) if precision == "int8" else precision
+    return resolve_precision("auto", flags, gpu) if precision == "int8" else precision
 
 
 def training_policy(precision: str) -> str:

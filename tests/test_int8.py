@@ -129,19 +129,16 @@ def test_an_int8_file_with_the_trunk_runs_only_the_upsampling_in_floating_point(
 
 
 def test_auto_picks_int8_only_with_vnni_and_a_quantized_encoder():
-    """Without OpenVINO (tests/test_openvino.py: with it, "auto" runs the whole model there instead)."""
-    no_openvino = {"gpu": False, "openvino": False}
-    assert resolve_precision("auto", flags={"avx512_vnni", "avx512_bf16"}, int8_ready=True, **no_openvino) == "int8"
-    assert resolve_precision("auto", flags={"amx_int8", "amx_bf16"}, int8_ready=True, **no_openvino) == "int8"
-    assert resolve_precision("auto", flags={"avx512_vnni", "avx512_bf16"}, **no_openvino) == "bfloat16"  # no file
-    assert resolve_precision("auto", flags={"avx2"}, int8_ready=True, **no_openvino) == "float32"  # no VNNI: not measured
-    assert resolve_precision("auto", flags={"avx512_vnni"}, gpu=True, int8_ready=True, openvino=False) == "float16"
+    assert resolve_precision("auto", flags={"avx512_vnni", "avx512_bf16"}, gpu=False, int8_ready=True) == "int8"
+    assert resolve_precision("auto", flags={"amx_int8", "amx_bf16"}, gpu=False, int8_ready=True) == "int8"
+    assert resolve_precision("auto", flags={"avx512_vnni", "avx512_bf16"}, gpu=False) == "bfloat16"  # no file
+    assert resolve_precision("auto", flags={"avx2"}, gpu=False, int8_ready=True) == "float32"  # no VNNI: not measured
+    assert resolve_precision("auto", flags={"avx512_vnni"}, gpu=True, int8_ready=True) == "float16"
 
 
 def test_auto_loads_the_int8_encoder_where_the_cpu_has_vnni(int8_folder, monkeypatch):
     import recon.precision
     monkeypatch.setattr(recon.precision, "has_cuda_gpu", lambda: False)
-    monkeypatch.setattr(recon.precision, "openvino_installed", lambda: False)
     monkeypatch.setattr(recon.precision, "cpu_flags", lambda: {"avx2", "avx512_vnni"})
     model = Reconstructor.from_pretrained(int8_folder, precision="auto")
     assert model.precision == "int8" and model.layer_precision == "float32"  # no bf16 on that CPU
@@ -176,7 +173,6 @@ def test_int8_without_the_file_or_with_a_wrong_one_says_what_to_do(int8_folder, 
 def test_auto_runs_a_folder_whose_int8_file_cannot_be_used_in_floating_point(int8_folder, tmp_path, monkeypatch):
     import recon.precision
     monkeypatch.setattr(recon.precision, "has_cuda_gpu", lambda: False)
-    monkeypatch.setattr(recon.precision, "openvino_installed", lambda: False)
     monkeypatch.setattr(recon.precision, "cpu_flags", lambda: {"avx512_vnni", "avx512_bf16"})
     stale = Reconstructor.from_pretrained(int8_folder).save_pretrained(tmp_path / "stale")
     put_int8_file(stale, (stale / INT8_ENCODER_FILE).read_bytes() + b"\0", record_hash=False)

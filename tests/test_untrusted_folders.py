@@ -245,10 +245,9 @@ def int8_folder(tiny_folder, tmp_path_factory):
 
 @pytest.fixture
 def vnni(monkeypatch):
-    """A CPU where "auto" picks int8, without bfloat16, and no OpenVINO (which would run instead of the file)."""
+    """A CPU where "auto" picks int8, without bfloat16."""
     import recon.precision
     monkeypatch.setattr(recon.precision, "has_cuda_gpu", lambda: False)
-    monkeypatch.setattr(recon.precision, "openvino_installed", lambda: False)
     monkeypatch.setattr(recon.precision, "cpu_flags", lambda: {"avx512_vnni"})
 
 
