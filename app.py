@@ -933,7 +933,7 @@ LIVE_CSS = """
 .live-row figure { flex: 1 1 300px; margin: 0; }
 .live-row video, .live-row img { width: 100%; max-width: 448px; aspect-ratio: 1; object-fit: cover;
   background: var(--block-background-fill); border-radius: 6px; }
-.live-row video { transform: scaleX(-1); }
+.live-row video, .live-row img { transform: scaleX(-1); }  /* both as in a mirror; what is sent is not flipped */
 #webcam-start { margin: 8px 0; padding: 6px 18px; border-radius: 6px; }
 #webcam-stages { color: var(--body-text-color-subdued); font-size: 0.9em; }
 """

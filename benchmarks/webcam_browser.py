@@ -11,7 +11,10 @@ reconstruction, so what is counted is what the visitor sees. Reports distinct fr
 and the latency from a frame's arrival in the page to its reconstruction on screen (median, p90), and
 the page's own frame-rate line. The camera's frame rate (30/s) caps the first number.
 
-Where the page shows its own per-stage times (the Webcam tab's stage line), they are reported too.
+Where the page shows its own per-stage times (the Webcam tab's stage line), they are reported too,
+with the cores the app server and this run's Chromium used over the measured time and the load
+average (a machine shared with other work slows the model: compare runs made alternately, `--app`
+starting an older checkout's app.py for the "before").
 """
 
 from __future__ import annotations
