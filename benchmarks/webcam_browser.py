@@ -56,13 +56,14 @@ def draw_code(frame: np.ndarray, index: int) -> np.ndarray:
     bits = frame_code(index)
     half = CODE_COLUMNS // 2
     for row in range(CODE_ROWS):
-        for column in range(CODE_COLUMNS):
-            bit = bits[row * half + min(column, CODE_COLUMNS - 1 - column)]
-            y0 = top + int(start + row * size / CODE_ROWS)
-            y1 = top + int(start + (row + 1) * size / CODE_ROWS)
-            x0 = left + int(start + column * size / CODE_COLUMNS)
-            x1 = left + int(start + (column + 1) * size / CODE_COLUMNS)
-            frame[y0:y1, x0:x1] = 255 if bit else 0
+        y0 = top + int(start + row * size / CODE_ROWS)
+        y1 = top + int(start + (row + 1) * size / CODE_ROWS)
+        for column in range(half):  # each cell and its mirror image, to the pixel
+            x0 = int(start + column * size / CODE_COLUMNS)
+            x1 = side // 2 if column == half - 1 else int(start + (column + 1) * size / CODE_COLUMNS)
+            value = 255 if bits[row * half + column] else 0
+            frame[y0:y1, left + x0:left + x1] = value
+            frame[y0:y1, left + side - x1:left + side - x0] = value
     return frame
 
 
