@@ -300,8 +300,9 @@ def reconstruct_frame(model: Reconstructor, frame, stats: dict | None = None):
 
 LIVE_FRAME_MAX_BYTES = 2 * 1024 * 1024  # a 224 px JPEG is about 15 KB; anything near this is not a camera frame
 LIVE_FRAME_MAX_SIDE = 2048
-# frames the page keeps in flight: 1 gave 8.9 to 9.1 frames/s shown and 118 to 132 ms median latency in
-# Chromium on a loaded 2-core machine, 2 gave 6.5 and 274 ms (benchmarks/webcam_browser.py --env ...)
+# frames the page keeps in flight. In Chromium on 2 cores (benchmarks/webcam_browser.py --env ...): 1 gave
+# 16.1 to 17.4 frames/s shown at 67 to 83 ms median latency with the machine to itself, 2 gave 17.8 at 133
+# ms; with other work on the machine 1 gave 8.9 to 11.4 frames/s, 2 gave 6.5 to 7.6
 LIVE_IN_FLIGHT = int(os.environ.get("RECON_LIVE_IN_FLIGHT", 1))
 LIVE_JPEG_QUALITY = 90  # the reconstruction sent back: about 16 KB at 224 px, 0.2 ms to encode
 
