@@ -220,7 +220,8 @@ def build_engine(encoder, decoder, config: dict, weights: str, side: int, int8: 
     Args:
         encoder, decoder: the Keras models (decoder: the inference form), already checked and loaded.
         config: the model's config as a dict; weights: the fingerprint of its weights (both key the cache).
-        side: the side of the calibration inputs (the trained size); the model takes any size.
+        side: the side of the calibration inputs (the trained size); the model takes any size, or
+            this one where the graph needs it fixed (`convert`).
         int8: quantize with NNCF on `calibration_images(side)`, but the upsampling and RGB convolutions
             (`float_tail_of(decoder)`).
         precision: OpenVINO's floating-point precision ("bf16" where the CPU has it, else "f32").
@@ -229,6 +230,7 @@ def build_engine(encoder, decoder, config: dict, weights: str, side: int, int8: 
     Raises:
         OpenVinoUnavailable: missing libraries, or a model OpenVINO cannot convert, quantize or compile.
     """
+    versions()  # OpenVinoUnavailable, saying what to install, before any import fails
     import openvino as ov
 
     from recon.atomic import write_atomically
