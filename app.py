@@ -40,13 +40,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                      "$GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
-    parser.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS if p != "int8"],
+    parser.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS if p not in ("int8", "openvino")],
                         help="what the models compute in (default: auto). auto: float16 on CUDA GPUs; on a CPU, "
                              "the int8 file of each model folder that has one where the CPU has VNNI/AMX "
                              "(training.quantize), with the rest of the decoder in bfloat16 on CPUs with "
                              "AVX512-BF16/AMX (about 3x float32 in all) and float32 elsewhere; the other folders "
-                             "bfloat16 or float32. int8 is not offered on its own: only some folders have the "
-                             "file. float32 shows each model's own scores")
+                             "bfloat16 or float32. int8 and openvino are not offered on their own: only some "
+                             "folders passed the int8 check. float32 shows each model's own scores")
     return parser.parse_args(argv)
 
 
@@ -55,9 +55,11 @@ if __name__ == "__main__":
     start_tensorflow_quietly()
 
 import atexit  # noqa: E402
+import base64  # noqa: E402
 import contextlib  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
+import io  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -69,12 +71,14 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
 
 from recon import ImageLoadError, ModelFolderError, Reconstructor, load_image  # noqa: E402
 from recon import features as F  # noqa: E402
 from recon.config import NETWORK_NAMES  # noqa: E402
 from recon.imageio import MAX_FILE_BYTES, to_uint8  # noqa: E402
 from recon.metrics import ERROR_MAP_MAX, error_map, image_metrics  # noqa: E402
+from recon.metrics import psnr as metric_psnr  # noqa: E402
 from recon.refine import feature_matching  # noqa: E402
 from recon.training_record import short_count  # noqa: E402
 
@@ -293,6 +297,67 @@ def reconstruct_frame(model: Reconstructor, frame, stats: dict | None = None):
     line = (f"PSNR {m['psnr']:.2f} dB · SSIM {m['ssim']:.3f} · {fps:.1f} fps "
             f"({(now - start) * 1000:.0f} ms/frame) · frame {stats['frames']}")
     return to_uint8(rec.output), line, stats
+
+
+LIVE_FRAME_MAX_BYTES = 2 * 1024 * 1024  # a 224 px JPEG is about 15 KB; anything near this is not a camera frame
+LIVE_FRAME_MAX_SIDE = 2048
+# frames the page keeps in flight. In Chromium on 2 cores (benchmarks/webcam_browser.py --env ...): 1 gave
+# 16.1 to 17.4 frames/s shown at 67 to 83 ms median latency with the machine to itself, 2 gave 17.8 at 133
+# ms; with other work on the machine 1 gave 8.9 to 11.4 frames/s, 2 gave 6.5 to 7.6
+LIVE_IN_FLIGHT = int(os.environ.get("RECON_LIVE_IN_FLIGHT", 1))
+LIVE_JPEG_QUALITY = 90  # the reconstruction sent back: about 16 KB at 224 px, 0.2 ms to encode
+
+
+def decode_live_frame(data_url) -> np.ndarray:
+    """A camera frame as the Webcam tab sends it (a JPEG or PNG data URL) -> (H, W, 3) uint8.
+
+    Raises:
+        ValueError: not a JPEG/PNG data URL, over LIVE_FRAME_MAX_BYTES, larger than
+            LIVE_FRAME_MAX_SIDE a side, or not a readable image (recon.ImageLoadError).
+    """
+    if not isinstance(data_url, str) or not data_url.startswith(("data:image/jpeg;base64,", "data:image/png;base64,")):
+        raise ValueError("a webcam frame must be a JPEG or PNG data URL")
+    if len(data_url) > LIVE_FRAME_MAX_BYTES * 4 // 3 + 64:
+        raise ValueError(f"a webcam frame must be under {LIVE_FRAME_MAX_BYTES // 2**20} MB")
+    try:
+        payload = base64.b64decode(data_url.split(",", 1)[1], validate=True)
+    except ValueError:
+        raise ValueError("a webcam frame's data URL is not valid base64") from None
+    frame = load_image(payload, max_pixels=LIVE_FRAME_MAX_SIDE ** 2)
+    if max(frame.shape[:2]) > LIVE_FRAME_MAX_SIDE:
+        raise ValueError(f"a webcam frame must be at most {LIVE_FRAME_MAX_SIDE} px a side")
+    return frame
+
+
+def jpeg_data_url(image: np.ndarray, quality: int = LIVE_JPEG_QUALITY) -> str:
+    """(H, W, 3) uint8 or [0, 1] float -> a JPEG data URL, for an <img> to show without a file or a request."""
+    buffer = io.BytesIO()
+    PILImage.fromarray(to_uint8(image)).save(buffer, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def live_frame(model: Reconstructor, data_url: str, with_ssim: bool = False) -> dict:
+    """Webcam tab, one frame from the page's own loop: the reconstruction as a JPEG data URL, its PSNR
+    (and SSIM when asked: 20 ms on 2 cores at 224, half the model's time, so the page asks once a
+    second), the model's trained side (what the page should send next) and the server's time in ms
+    per stage (decode, model, metrics, encode), which the page shows beside its own.
+
+    Raises:
+        ValueError: a frame `decode_live_frame` refuses.
+    """
+    start = time.perf_counter()
+    frame = decode_live_frame(data_url)
+    decoded = time.perf_counter()
+    rec = model.reconstruct(frame, "trained")
+    reconstructed = time.perf_counter()
+    psnr = metric_psnr(rec.input, rec.output)
+    ssim = image_metrics(rec.input, rec.output, lpips_net=None)["ssim"] if with_ssim else None
+    measured = time.perf_counter()
+    image = jpeg_data_url(rec.output)
+    done = time.perf_counter()
+    return {"image": image, "psnr": psnr, "ssim": ssim, "size": model.config.image_size,
+            "ms": {"decode": (decoded - start) * 1000, "model": (reconstructed - decoded) * 1000,
+                   "metrics": (measured - reconstructed) * 1000, "encode": (done - measured) * 1000}}
 
 
 def encode_upload(model: Reconstructor, path, resolution: str):
@@ -832,7 +897,7 @@ ALWAYS_LAST = {"trigger_mode": "always_last"}  # a trigger during a run queues o
 
 
 def build_demo(model=None, revision: str | None = None, models_dir: Path = MODELS_DIR,
-               stream_every: float = 0.15, time_limit: int = 120, precision: str = "float32") -> gr.Blocks:
+               time_limit: int = 120, precision: str = "float32") -> gr.Blocks:
     """The page. `model`: a local folder, a Hub repo id, a Reconstructor, or None (bundled)."""
     store = resolve_models(model, revision, models_dir, precision)
     current = store.loaded.get(store.default) if store.default else None
@@ -847,7 +912,7 @@ def build_demo(model=None, revision: str | None = None, models_dir: Path = MODEL
             banner = gr.HTML(random_weights_banner(current), elem_id="random-banner")
         with gr.Tabs():
             upload, resolution = upload_tab(store, current, picker)
-            webcam_tab(store, picker, stream_every, time_limit)
+            webcam_tab(store, time_limit)
             channel_sliders = features_tab(store, current, picker, upload, resolution)
             ablation_sliders = ablation_tab(store, current, picker, upload, resolution)
             refine_tab(store, picker, upload)
@@ -916,25 +981,155 @@ def upload_tab(store: ModelStore, current: Reconstructor | None, picker):
     return upload, resolution
 
 
-def webcam_tab(store: ModelStore, picker, stream_every: float, time_limit: int) -> None:
+# The Webcam tab's page side. The browser grabs the center square of each camera frame at the model's
+# trained size, sends it as a JPEG data URL to `live_frame` (a server function of the tab's gr.HTML: one
+# POST, no queue, no file), shows the JPEG that comes back, and sends the next frame once the camera
+# has a new one: LIVE_IN_FLIGHT frames in flight, so a frame never waits behind a backlog. It measures
+# what it shows: frames shown a second and the time from grabbing a frame to showing its
+# reconstruction (median over the last few seconds), and the time of each stage.
+LIVE_HTML = """
+<div class="live-webcam">
+  <div class="live-row">
+    <figure><video id="webcam-video" autoplay muted playsinline></video><figcaption>Camera</figcaption></figure>
+    <figure id="webcam-output"><img alt="reconstruction"/><figcaption>Reconstruction</figcaption></figure>
+  </div>
+  <button id="webcam-start" class="lg primary">Start the camera</button>
+  <div id="webcam-stats">Start the camera to see live reconstructions.</div>
+  <div id="webcam-stages"></div>
+</div>
+"""
+LIVE_CSS = """
+.live-row { display: flex; gap: 12px; flex-wrap: wrap; }
+.live-row figure { flex: 1 1 300px; margin: 0; }
+.live-row video, .live-row img { width: 100%; max-width: 448px; aspect-ratio: 1; object-fit: cover;
+  background: var(--block-background-fill); border-radius: 6px; }
+.live-row video, .live-row img { transform: scaleX(-1); }  /* both as in a mirror; what is sent is not flipped */
+#webcam-start { margin: 8px 0; padding: 6px 18px; border-radius: 6px; }
+#webcam-stages { color: var(--body-text-color-subdued); font-size: 0.9em; }
+"""
+LIVE_JS = """
+const video = element.querySelector('#webcam-video'), shown = element.querySelector('#webcam-output img');
+const button = element.querySelector('#webcam-start');
+const statsLine = element.querySelector('#webcam-stats'), stagesLine = element.querySelector('#webcam-stages');
+const canvas = document.createElement('canvas'), ctx = canvas.getContext('2d');
+const WINDOW_MS = WINDOW_S * 1000;
+let running = false, side = 224, frames = 0, sent = 0, shownSeq = 0, newFrame = true, history = [], lastSsim = -1e9, ssim = null;
+const median = xs => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor(s.length / 2)] : 0; };
+const modelName = () => document.querySelector('#model-picker input')?.value || null;
+function watchFrames() {  // newFrame: the camera has a frame not sent yet
+  if (!running) return;
+  if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(() => { newFrame = true; watchFrames(); });
+  else { newFrame = true; setTimeout(watchFrames, 15); }
+}
+async function nextFrame() {
+  while (running && (!newFrame || video.readyState < 2)) await new Promise(r => setTimeout(r, 4));
+  newFrame = false;
+}
+function report(t) {
+  history = history.filter(h => t - h.shown <= WINDOW_MS);
+  const fps = history.length > 1 ? (history.length - 1) / ((t - history[0].shown) / 1000) : 0;
+  const last = history[history.length - 1];
+  statsLine.textContent = `PSNR ${last.psnr.toFixed(2)} dB · SSIM ${ssim === null ? '…' : ssim.toFixed(3)} · ` +
+    `${fps.toFixed(1)} fps shown · ${median(history.map(h => h.latency)).toFixed(0)} ms camera to screen · frame ${frames}`;
+  const m = key => median(history.map(h => h[key])).toFixed(1);
+  stagesLine.textContent = `Where a frame's time goes (ms, median of the last ${WINDOW_S} s): ` +
+    `grab + JPEG in the browser ${m('grab')} · upload, wait and download ${m('transfer')} · server: ` +
+    `decode ${m('decode')}, model ${m('model')}, metrics ${m('metrics')}, encode ${m('encode')} · ` +
+    `decode + show in the browser ${m('show')}`;
+}
+async function worker(began) {  // IN_FLIGHT of these run at once, each one frame at a time
+  while (running) {
+    if (performance.now() - began > TIME_LIMIT_S * 1000) { stop(`Stopped after ${TIME_LIMIT_S} s; start again to continue.`); break; }
+    await nextFrame();
+    if (!running) break;
+    const t0 = performance.now(), seq = ++sent;
+    const w = video.videoWidth, h = video.videoHeight, s = Math.min(w, h);
+    canvas.width = canvas.height = side;
+    ctx.drawImage(video, (w - s) / 2, (h - s) / 2, s, s, 0, 0, side, side);
+    const frame = canvas.toDataURL('image/jpeg', 0.9);
+    const t1 = performance.now(), withSsim = t1 - lastSsim > 1000;
+    if (withSsim) lastSsim = t1;
+    let reply;
+    try { reply = await server.live_frame({image: frame, model: modelName(), ssim: withSsim}); }
+    catch (e) { reply = {error: e.message || String(e)}; }
+    const t2 = performance.now();
+    if (!running) break;
+    if (!reply || reply.error) { stop(`⚠ ${reply ? reply.error : 'the server did not answer'}`); break; }
+    if (seq < shownSeq) continue;  // a newer frame is on screen already
+    shownSeq = seq;
+    shown.src = reply.image;
+    try { await shown.decode(); } catch (e) { /* shown at the next paint all the same */ }
+    const t3 = performance.now();
+    frames += 1; side = reply.size;
+    if (reply.ssim !== null) ssim = reply.ssim;
+    const server_ms = reply.ms.decode + reply.ms.model + reply.ms.metrics + reply.ms.encode;
+    history.push({shown: t3, latency: t3 - t0, psnr: reply.psnr, grab: t1 - t0, transfer: t2 - t1 - server_ms,
+                  show: t3 - t2, ...reply.ms});
+    report(t3);
+  }
+}
+function stop(message) {
+  running = false;
+  video.srcObject?.getTracks().forEach(track => track.stop());
+  video.srcObject = null;
+  button.textContent = 'Start the camera';
+  if (message) statsLine.textContent = message;
+}
+button.addEventListener('click', async () => {
+  if (running) { stop(); return; }
+  try {
+    video.srcObject = await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 480}, audio: false});
+    await video.play();
+  } catch (e) { statsLine.textContent = `⚠ No camera: ${e.message || e}`; return; }
+  running = true; frames = 0; sent = 0; shownSeq = 0; history = []; ssim = null; lastSsim = -1e9;
+  button.textContent = 'Stop';
+  statsLine.textContent = 'Waiting for the first reconstruction…';
+  watchFrames();
+  const began = performance.now();
+  for (let i = 0; i < IN_FLIGHT; i++) worker(began);
+});
+"""
+
+
+def webcam_tab(store: ModelStore, time_limit: int) -> None:
+    """Webcam: the page's own capture loop (LIVE_JS) calling `live_frame` through a server function;
+    the `webcam_frame` API keeps the handler for clients (gradio_client)."""
     with gr.Tab("Webcam", id="webcam"):
-        gr.Markdown(f"Each frame is cropped to a square, reconstructed at the trained size and sent "
-                    f"back. Frames that arrive while one is being processed are dropped. A stream "
-                    f"stops after {time_limit} s; start it again to continue.")
-        with gr.Row():
-            camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", elem_id="webcam")
-            live = gr.Image(label="Reconstruction", format="jpeg", elem_id="webcam-output")
-        live_stats = gr.Markdown("Start the camera to see live reconstructions.", elem_id="webcam-stats")
-        fps_state = gr.State({})
+        gr.Markdown(f"Each camera frame is cropped to its center square, reconstructed at the model's trained size "
+                    f"and shown; the next frame goes as soon as one is back. The line below the images says what "
+                    f"this page gets: frames shown a second and the time from camera to screen. A stream stops "
+                    f"after {time_limit} s; start it again to continue.")
 
-    @page_errors(outputs=3, status=1)
-    def on_frame(frame, stats, name):
-        return reconstruct_frame(store.get(name), frame, stats)
+        frame_slots = threading.BoundedSemaphore(1)  # one frame on the CPU at a time: two only split the cores
 
-    # Gradio keeps only the newest frame that arrived during a run (the stream endpoint overwrites
-    # it), so a slow model drops frames; concurrency_limit caps simultaneous webcam sessions.
-    camera.stream(on_frame, [camera, fps_state, picker], [live, live_stats, fps_state], api_name="webcam_frame",
-                  stream_every=stream_every, time_limit=time_limit, concurrency_limit=2, show_progress="hidden")
+        def live_frame_request(request: dict) -> dict:
+            """{"image": data URL, "model": name, "ssim": bool} -> `live_frame`'s reply, or {"error": why}."""
+            try:
+                if not isinstance(request, dict):
+                    raise ValueError("a webcam request must be an object")
+                model = store.get(request.get("model") or None)
+                with frame_slots:
+                    return live_frame(model, request.get("image"), bool(request.get("ssim")))
+            except (gr.Error, *EXPECTED_ERRORS) as e:
+                message = e.message if isinstance(e, gr.Error) else str(e)
+                log.info("live_frame: %s", message)
+                return {"error": message}
+            except Exception as e:  # a bug: logged with its traceback, the page stops with its type
+                log.exception("live_frame failed")
+                return {"error": f"Something went wrong ({type(e).__name__}: {e})."}
+
+        live_frame_request.__name__ = "live_frame"  # what the page's JavaScript calls: server.live_frame(...)
+        js = (LIVE_JS.replace("WINDOW_S", f"{FPS_WINDOW_S:g}").replace("TIME_LIMIT_S", str(int(time_limit)))
+              .replace("IN_FLIGHT", str(LIVE_IN_FLIGHT)))
+        gr.HTML(LIVE_HTML, css_template=LIVE_CSS, js_on_load=js, server_functions=[live_frame_request],
+                elem_id="webcam-live")
+
+        @page_errors(outputs=3, status=1)
+        def webcam_frame(frame: np.ndarray, stats: dict, name: str) -> tuple:
+            """One frame through `reconstruct_frame`, for API clients: (reconstruction, status line, stats)."""
+            return reconstruct_frame(store.get(name), frame, stats)
+
+        gr.api(webcam_frame, api_name="webcam_frame")  # inside the tab: gr.Tabs takes only tabs
 
 
 # The Features tab's channel, kept straight in the browser. A refresh (model switch, tab visit, N)

@@ -29,7 +29,7 @@ from recon.hdf5 import WeightsFileError, keras_weights_layout as weights_layout,
 from recon.imageio import center_crop_square, checked_image, resize, to_float
 from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, check_runs, holds_trunk
 from recon.metrics import image_metrics
-from recon.precision import dtype_policy, layer_precision, resolve_precision
+from recon.precision import BF16_CPU_FLAGS, cpu_flags, dtype_policy, layer_precision, resolve_precision
 from recon.training_record import TrainingRecord
 
 CONFIG_FILE = "config.json"
@@ -133,10 +133,14 @@ class Reconstructor:
         """precision: what the layers built here compute in ("auto" picks the fastest here, see
         recon.precision); given models keep theirs. Inputs and outputs are float32 either way.
         "int8" encodes with `int8_encoder` (required then) and keeps the Keras encoder, in
-        floating point, for what needs gradients (refine).
+        floating point, for what needs gradients (refine). "openvino" converts the encoder and
+        decoder to OpenVINO, int8 by NNCF (recon.openvino_engine; cached), for `reconstruct`,
+        `reconstruct_batch` and `encode` ("auto" never picks it).
 
         Raises:
             ValueError: an unknown precision, or "int8" without an `int8_encoder`.
+            recon.openvino_engine.OpenVinoUnavailable: "openvino" without OpenVINO and NNCF, or a
+                model they cannot convert, quantize or compile.
         """
         self.config = config
         self.training: TrainingRecord | None = None  # the folder's training.json, where it has one
@@ -158,6 +162,15 @@ class Reconstructor:
                             and self.int8_encoder.has_trunk else self._fast_decoder)
         # the decoder weights an int8 file with the trunk was checked against (save_pretrained)
         self._int8_decoder = weights_fingerprint(self.decoder) if self.int8_file is not None else None
+        self.openvino = self._openvino_engine() if self.precision == "openvino" else None
+
+    def _openvino_engine(self):
+        """The whole model in OpenVINO: int8 by NNCF, bfloat16 for the rest where the CPU has it."""
+        from recon.openvino_engine import build_engine
+        fingerprint = weights_fingerprint(self.encoder) + weights_fingerprint(self.decoder)
+        precision = "bf16" if set(BF16_CPU_FLAGS) & cpu_flags() else "f32"
+        return build_engine(self.encoder, self._fast_decoder, self.config.to_dict(), fingerprint,
+                            self.config.image_size, int8=True, precision=precision)
 
     # -- folders ---------------------------------------------------------------------------
     @classmethod
@@ -169,7 +182,8 @@ class Reconstructor:
         "int8" runs the folder's `encoder.int8.tflite` (`python -m training.quantize` makes it);
         "auto" picks it where the CPU has int8 dot products and the folder has the file, and
         falls back to floating point, with a warning, if that file cannot be run (another hash
-        than the config's, no TFLite runtime).
+        than the config's, no TFLite runtime). "openvino" runs the encoder and decoder in OpenVINO,
+        int8 by NNCF but for the upsampling (`recon.openvino_engine`; only by name).
 
         Every file is untrusted input (a folder may come from the Hub): the config is checked
         before anything is built (`ReconConfig`), weights are read only from datasets stored in
@@ -181,13 +195,15 @@ class Reconstructor:
             ModelFolderError: a missing or broken file, naming it (and the field or dataset); for
                 "int8", also a missing, stale or broken encoder.int8.tflite.
             ValueError: an unknown precision.
+            recon.openvino_engine.OpenVinoUnavailable: "openvino" asked for where it cannot run.
         """
+        from recon.openvino_engine import OpenVinoUnavailable
         asked = precision
         precision = resolve_precision(precision, int8_ready=(Path(folder) / INT8_ENCODER_FILE).is_file())
         try:
             with dtype_policy(layer_precision(precision)):
                 return cls._load(Path(folder), precision, int8_optional=asked == "auto")
-        except ModelFolderError:
+        except (ModelFolderError, OpenVinoUnavailable):
             raise
         except LOAD_ERRORS as e:  # what the checks below missed still names the folder, never a traceback
             raise ModelFolderError(f"{folder}: cannot be loaded ({type(e).__name__}: {e})") from None
@@ -402,6 +418,8 @@ class Reconstructor:
 
     def _encode(self, batch: np.ndarray) -> np.ndarray:
         """A batch `_as_batch` has checked -> float32 features."""
+        if self.openvino is not None and self.openvino.accepts(batch):
+            return self.openvino(batch)[1]
         if self.int8_encoder is not None:
             try:
                 return self.int8_encoder(batch)
@@ -438,6 +456,8 @@ class Reconstructor:
         and evaluation's path. Other sizes take the direct calls, which need no tracing per size.
         """
         batch = self._as_batch(images)
+        if self.openvino is not None and self.openvino.accepts(batch):
+            return self.openvino(batch)
         trained_size = batch.shape[1:3] == (self.config.image_size,) * 2 and keras.backend.backend() == "tensorflow"
         if trained_size and self._compiled is None:
             import tensorflow as tf
@@ -498,6 +518,8 @@ class Reconstructor:
     def precision_name(self) -> str:
         """What the model computes in, for people: "bfloat16", "int8 encoder, bfloat16 decoder", or
         "int8 encoder and residual blocks, bfloat16 upsampling"."""
+        if self.precision == "openvino":
+            return f"int8 encoder and decoder (OpenVINO), {self.openvino.precision_name} where not quantized"
         if self.precision != "int8":
             return self.precision
         if self.int8_encoder.has_trunk:

@@ -4,7 +4,11 @@ bfloat16 is fast only on CPUs with AMX or AVX512-BF16 (oneDNN uses them; elsewhe
 emulated and slower than float32); float16 is fast on CUDA GPUs (tensor cores). "int8" runs the
 encoder (and, where it passed its check, the decoder's residual blocks) as a calibrated int8 copy
 (recon.int8, where the model folder has one) and the rest of the decoder in the fastest floating
-point; it is fast on CPUs with int8 dot products (VNNI, AMX).
+point; it is fast on CPUs with int8 dot products (VNNI, AMX). "openvino" runs the encoder and decoder
+in OpenVINO, int8 by NNCF but for the upsampling, the rest in bfloat16 where the CPU has it
+(recon.openvino_engine; OpenVINO and NNCF installed separately): held-out scores closer to float32
+than "int8"'s, at about 5% fewer images per CPU-second on a 2-core AVX512-VNNI CPU
+(benchmarks/cpu_engines.py), so "auto" does not pick it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8", "openvino")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # as /proc/cpuinfo names them
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -49,7 +53,8 @@ def resolve_precision(precision: str = "auto", flags: set[str] | None = None, gp
 
     Returns:
         "float16" with a CUDA GPU; "int8" on a CPU with VNNI or AMX when `int8_ready`; else
-        "bfloat16" on a CPU with AMX or AVX512-BF16; else "float32".
+        "bfloat16" on a CPU with AMX or AVX512-BF16; else "float32". Never "openvino": asked for by
+        name only.
 
     Raises:
         ValueError: an unknown precision.
@@ -67,8 +72,11 @@ def resolve_precision(precision: str = "auto", flags: set[str] | None = None, gp
 
 
 def layer_precision(precision: str, flags: set[str] | None = None, gpu: bool | None = None) -> str:
-    """What Keras layers compute in under a resolved `precision`: itself, or for "int8" (whose
-    int8 part is a TFLite file, not Keras layers) the fastest floating point here."""
+    """What Keras layers compute in under a resolved `precision`: itself; for "int8" (whose int8 part
+    is a TFLite file, not Keras layers) the fastest floating point here; for "openvino", float32 (the
+    weights OpenVINO converts from, and what the few Keras paths left, decode and refine, run in)."""
+    if precision == "openvino":
+        return "float32"
     return resolve_precision("auto", flags, gpu) if precision == "int8" else precision
 
 

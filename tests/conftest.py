@@ -13,6 +13,8 @@ for variable in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_CACHE", "H
     os.environ.pop(variable, None)
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="recon-tests-hf-home-")
 atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
+os.environ["RECON_OPENVINO_CACHE"] = tempfile.mkdtemp(prefix="recon-tests-openvino-")  # tiny models' engines
+atexit.register(shutil.rmtree, os.environ["RECON_OPENVINO_CACHE"], ignore_errors=True)
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -1,6 +1,7 @@
 """The Gradio demo (app.py): its handlers directly, then the served app through gradio_client."""
 
 import json
+import re
 import logging
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from PIL import Image
 import app
 from recon import ReconConfig, Reconstructor
 from recon.training_record import TrainingRecord
-from tests.conftest import free_port
+from tests.conftest import free_port, smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,6 +147,55 @@ def test_reconstruct_frame_reports_fps(model):
     gray, _, _ = app.reconstruct_frame(model, frame[..., 0], {})
     rgba, _, _ = app.reconstruct_frame(model, np.dstack([frame, frame[..., :1]]), {})
     assert gray.shape == rgba.shape == (32, 32, 3)
+
+
+def jpeg_url(image: np.ndarray, kind: str = "JPEG") -> str:
+    import base64
+    import io
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, kind)
+    return f"data:image/{kind.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_live_frame_returns_the_reconstruction_as_a_jpeg_and_the_server_stage_times(model):
+    frame = smooth_image(48, 64, 2)
+    reply = app.live_frame(model, jpeg_url(frame))
+    shown = app.decode_live_frame(reply["image"])  # the page shows it as it comes: a JPEG data URL
+    assert shown.shape == (32, 32, 3) and reply["size"] == model.config.image_size
+    assert np.isfinite(reply["psnr"]) and reply["ssim"] is None  # SSIM only when the page asks (once a second)
+    assert set(reply["ms"]) == {"decode", "model", "metrics", "encode"} and all(v >= 0 for v in reply["ms"].values())
+    with_ssim = app.live_frame(model, jpeg_url(frame, "PNG"), with_ssim=True)
+    assert 0 < with_ssim["ssim"] <= 1
+    exact = model.reconstruct(app.decode_live_frame(jpeg_url(frame))).output
+    to_exact, to_input = (np.abs(shown / 255.0 - x).mean() for x in (exact, model.prepare(frame)))
+    assert to_exact < 0.05 and to_exact < to_input / 2  # the reconstruction goes back (JPEG q90), not the frame
+
+
+@pytest.mark.parametrize("bad, message", [
+    (None, "data URL"), ("data:text/plain;base64,aGk=", "data URL"), ("data:image/jpeg;base64,@@@", "base64"),
+    ("data:image/jpeg;base64," + "A" * (3 * 1024 * 1024), "under 2 MB"), ("data:image/jpeg;base64,aGVsbG8=", "image"),
+])
+def test_live_frame_refuses_what_is_not_a_camera_frame(model, bad, message):
+    with pytest.raises(ValueError, match=message):
+        app.live_frame(model, bad)
+
+
+def test_live_frame_refuses_a_frame_too_large(model):
+    with pytest.raises(ValueError, match="at most 2048 px"):
+        app.decode_live_frame(jpeg_url(np.zeros((8, 2100, 3), np.uint8), "PNG"))
+
+
+def test_the_webcam_tab_runs_its_own_loop_through_a_server_function(models_dir):
+    demo = app.build_demo(models_dir / "tiny-block2_conv2", models_dir=models_dir, time_limit=30)
+    live = next(b for b in demo.blocks.values() if isinstance(b, gr.HTML) and b.elem_id == "webcam-live")
+    assert [fn.__name__ for fn in live.server_fns] == ["live_frame"]
+    frame = np.random.default_rng(3).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    reply = live.live_frame({"image": jpeg_url(frame), "model": None, "ssim": True})
+    assert app.decode_live_frame(reply["image"]).shape == (32, 32, 3) and 0 < reply["ssim"] <= 1
+    assert live.live_frame({"image": "not a frame"})["error"].startswith("a webcam frame must be")
+    assert "No model named" in live.live_frame({"image": jpeg_url(frame), "model": "nope"})["error"]
+    assert live.live_frame("not an object")["error"] == "a webcam request must be an object"
+    assert "began > 30 * 1000" in live.js_on_load and not re.search(r"IN_FLIGHT|TIME_LIMIT_S|WINDOW_S", live.js_on_load)
 
 
 def test_feature_view(model, images):
@@ -397,7 +447,7 @@ def test_gradio_server_variables_choose_host_and_port(tmp_path):
     import time
     import urllib.request
 
-    from tests.conftest import free_port
+    from tests.conftest import free_port, smooth_image
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen([sys.executable, "app.py"], cwd=Path(app.__file__).parent, env=env,

@@ -12,6 +12,8 @@ from recon import ReconConfig
 from training.data import CachedCrops
 from training.losses import make_loss
 
+ROOT_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
+
 
 def load_benchmark(name: str):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
@@ -293,3 +295,27 @@ def test_rgb_layer_benchmark_times_each_form_and_refuses_a_resize_decoder(tmp_pa
     resize = Reconstructor(tiny_config).save_pretrained(tmp_path / "resize")
     with pytest.raises(SystemExit, match="no pixel-shuffle stage"):
         rgb_layer.main(["--model", str(resize), "--rounds", "1"])
+
+
+def test_webcam_browser_codes_frames_readably_and_summarizes_what_the_page_saw(tmp_path):
+    webcam = load_benchmark("webcam_browser")
+    assert webcam.frame_code(0)[:12] == [0] * 12 and webcam.frame_code(4095)[:12] == [1] * 12
+    assert len({tuple(webcam.frame_code(i)) for i in range(4096)}) == 4096
+    flipped = webcam.frame_code(1 << 4)  # one index bit differs from frame 0: its check bits differ too
+    assert flipped[12:] != webcam.frame_code(0)[12:]
+    frame = np.full((48, 64, 3), 128, np.uint8)
+    coded = webcam.draw_code(frame, 1234)
+    side, margin = 48, webcam.CODE_MARGIN
+    square = coded[:, 8:56]  # the center square, which is what the app reconstructs
+    np.testing.assert_array_equal(square, square[:, ::-1])  # a mirrored camera reads the same
+    code = slice(int(margin * side) + 1, int((1 - margin) * side) - 1)
+    inner = square[code, code]
+    assert set(np.unique(inner)) == {0, 255} and (coded[:, :8] == 128).all()
+    video = webcam.write_numbered_y4m(tmp_path / "v.y4m", 3, width=64, height=48, background=ROOT_EXAMPLE)
+    header, *frames = video.read_bytes().split(b"FRAME\n")
+    assert header.startswith(b"YUV4MPEG2 W64 H48 F30:1") and [len(f) for f in frames] == [64 * 48 * 3 // 2] * 3
+    probe = {"inputs": [[0, 7], [33, 8], [66, 9], [100, 7]], "outputs": [[80, 8], [120, 9], [130, 7]], "misreads": 2}
+    summary = webcam.summarize(probe, 50, 1050)
+    assert summary["frames_shown"] == 3 and summary["frames_shown_per_s"] == 3.0
+    assert webcam.matched_latencies(probe["inputs"], probe["outputs"]) == [47, 54, 30]  # frame 7 again: its last arrival
+    assert summary["latency_ms_median"] == 47 and summary["misreads"] == 2
