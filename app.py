@@ -749,6 +749,8 @@ class ModelStore:
                 `skipped`): a bad folder fails its own requests, never the app.
         """
         name = name or self.default
+        if name not in self.folders:  # the picker's label, as a page script reads it from the input box
+            name = dict(self.choices()).get(name, name)
         if name not in self.folders:
             raise gr.Error(f"No model named {name!r}" if name else f"No model available. {self.notice}")
         with self.lock:

@@ -239,6 +239,7 @@ def test_compare_layers_goes_shallow_to_deep(models_dir, images):
     assert tiles[1][1].endswith("12k crops, still improving") and tiles[2][1].endswith("training not recorded")
     assert "undertraining, not what the layer has lost" in table
     block1 = store.get("tiny-block1_conv2")
+    assert store.get("VGG16 · tiny-block1_conv2") is block1  # the picker's label, as the webcam page sends it
     assert "trained on 12k crops; still improving: +0.50 dB" in app.model_info(block1, "b1", models_dir / "tiny-block1_conv2")
     with pytest.raises(gr.Error, match="Upload an image"):
         app.compare_layers(store.one_per_layer(), None)
