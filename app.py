@@ -1006,8 +1006,9 @@ LIVE_CSS = """
 .live-row video, .live-row img { width: 100%; max-width: 448px; aspect-ratio: 1; object-fit: cover;
   background: var(--block-background-fill); border-radius: 6px; }
 .live-row video, .live-row img { transform: scaleX(-1); }  /* both as in a mirror; what is sent is not flipped */
+.live-row img:not([src]) { visibility: hidden; }  /* no broken-image icon before the first frame */
 #webcam-start { margin: 8px 0; padding: 6px 18px; border-radius: 6px; }
-#webcam-stages { color: var(--body-text-color-subdued); font-size: 0.9em; }
+#webcam-stages { font-size: 0.9em; }
 """
 LIVE_JS = """
 const video = element.querySelector('#webcam-video'), shown = element.querySelector('#webcam-output img');

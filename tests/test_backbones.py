@@ -21,8 +21,9 @@ from tests.conftest import randomize_weights, smooth_image
 from training import fit
 
 ROOT = Path(__file__).resolve().parents[1]
-# Outputs of every bundled folder on a 32x48 crop of chelsea.jpg, made by main's code at a86a1d4
-# (tests/data/make_main_outputs.py)
+# Outputs of every bundled folder on a 32x48 crop of chelsea.jpg, made by main's code at a86a1d4, the
+# commit before backbones, from today's bundled weights (tests/data/make_main_outputs.py; remade when a
+# bundled model is retrained)
 MAIN_OUTPUTS = Path(__file__).parent / "data" / "bundled_outputs_main_a86a1d4.npz"
 TINY_FIT = ["--image-size", "32", "--crop-size", "32", "--crops-per-image", "2", "--decoder-width", "8",
             "--res-blocks", "1", "--batch-size", "4", "--precision", "float32", "--verbose", "0", "--epochs", "1"]
