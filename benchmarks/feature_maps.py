@@ -129,23 +129,32 @@ def holdout_score(decoder, encoder, views: np.ndarray) -> dict:
             "ssim": float(np.mean([ssim(t, o) for t, o in zip(targets, outputs)]))}
 
 
-def quality(layer: str, train_files, holdout_files, args, seed: int) -> dict:
-    """Held-out PSNR/SSIM after the same crops on both paths, from the same initial decoder (`seed`)."""
+def quality_data(layer: str, train_files, holdout_files, args) -> dict:
+    """What every seed of the quality comparison shares, loaded once: the encoder, the cached maps,
+    the decoded training photos and the held-out views."""
     cfg = recipe_config(layer, args)
     encoder = build_encoder(cfg)
     sides = cache_short_sides(cfg.image_size, args.crop_size, 3)
     key = FeatureMapCache.key_for(encoder_cache_id(cfg, encoder), train_files, sides)  # fit's cache, if it built one
     cache = FeatureMapCache(Path(args.cache_dir), key)
     maps = cache.open() if cache.is_complete() else cache.build(encoder, train_files, sides)
-    steps = args.quality_crops // args.batch_size
-    per_image = -(-args.quality_crops // len(train_files))
-    cached = FeatureMapCrops(maps, args.crop_size, per_image, args.batch_size, seed)
-    cfg.feature_scale = feature_rms(np.concatenate([cached[i][0] for i in range(min(16, len(cached)))]))
     images = load_image_set(train_files, "loading train images").images
-    live = OnTheFlyCrops(images, args.crop_size, cfg.image_size, per_image, args.batch_size, seed)
+    views = np.stack([square_image(im, cfg.image_size) for im in load_image_set(holdout_files, None).images])
+    return {"layer": layer, "encoder": encoder, "maps": maps, "images": images, "views": views,
+            "photos": len(train_files)}
+
+
+def quality(data: dict, args, seed: int) -> dict:
+    """Held-out PSNR/SSIM after the same crops on both paths, from the same initial decoder (`seed`)."""
+    layer, encoder, views = data["layer"], data["encoder"], data["views"]
+    cfg = recipe_config(layer, args)
+    steps = args.quality_crops // args.batch_size
+    per_image = -(-args.quality_crops // data["photos"])
+    cached = FeatureMapCrops(data["maps"], args.crop_size, per_image, args.batch_size, seed)
+    cfg.feature_scale = feature_rms(np.concatenate([cached[i][0] for i in range(min(16, len(cached)))]))
+    live = OnTheFlyCrops(data["images"], args.crop_size, cfg.image_size, per_image, args.batch_size, seed)
     keras.utils.set_random_seed(seed)
     initial = build_decoder(cfg).get_weights()
-    views = np.stack([square_image(im, cfg.image_size) for im in load_image_set(holdout_files, None).images])
     scores = {}
     for name, data, end_to_end in (("feature maps", cached, False), ("no-cache", live, True)):
         model, decoder = compiled(cfg, encoder, initial, end_to_end, steps=steps)
@@ -179,8 +188,8 @@ def main(argv=None) -> dict:
     if args.quality_layer:
         print(f"quality at {args.quality_layer}: {args.quality_crops} crops per path, held out on {args.holdout}, "
               f"{args.quality_seeds} seed(s)")
-        runs = [quality(args.quality_layer, train_files, find_images(args.holdout), args, args.seed + i)
-                for i in range(args.quality_seeds)]
+        data = quality_data(args.quality_layer, train_files, find_images(args.holdout), args)
+        runs = [quality(data, args, args.seed + i) for i in range(args.quality_seeds)]
         differences = np.array([run["psnr_difference"] for run in runs])
         record["quality"] = runs[0] | {"seeds": runs, "psnr_difference_mean": float(differences.mean()),
                                        "psnr_difference_std": float(differences.std(ddof=1)) if len(runs) > 1 else None}

@@ -25,7 +25,7 @@ from recon.decoder import build_decoder, inference_decoder
 from recon.encoder import (PACKAGED_WEIGHTS, EncoderWeightsError, build_encoder, read_vgg_weights,
                            resolve_weights_file, save_encoder_weights, set_pretrained_weights, set_vgg_weights)
 from recon.own_encoder import ARCHITECTURE_FILE, load_own_encoder, save_own_encoder
-from recon.hdf5 import WeightsFileError, keras_weights_layout as weights_layout, load_keras_weights  # noqa: F401
+from recon.hdf5 import WeightsFileError, load_keras_weights
 from recon.imageio import center_crop_square, checked_image, resize, to_float
 from recon.int8 import INT8_ENCODER_FILE, Int8Encoder, check_runs, holds_trunk
 from recon.metrics import image_metrics

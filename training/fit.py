@@ -351,7 +351,7 @@ from training.data import (CachedCrops, EvalViews, FeatureCache, FeatureMapCache
 from training.distribute import release_devices, setup_devices, share_batches  # noqa: E402
 from training.losses import make_loss, psnr_metric, ssim_metric  # noqa: E402
 from training.plots import plot_history  # noqa: E402
-from training.record import record_from_history  # noqa: E402
+from training.record import epoch_crops, record_from_history  # noqa: E402
 
 
 def main(argv=None, callbacks=(), args: argparse.Namespace | None = None) -> Path:
@@ -478,8 +478,7 @@ def crops_before(init_from: str | None) -> int:
     try:
         history = json.loads((Path(init_from) / "history.json").read_text())
         batch = json.loads((Path(init_from) / "run_config.json").read_text())["batch_size"]
-        kept = max(history, key=lambda h: h["val_psnr"])
-        return int(kept["crops"]) if "crops" in kept else int(kept["step"]) * int(batch)
+        return epoch_crops(max(history, key=lambda h: h["val_psnr"]), batch)
     except (OSError, ValueError, KeyError, TypeError):
         return 0
 

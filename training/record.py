@@ -19,12 +19,16 @@ from pathlib import Path
 from recon.training_record import TrainingRecord, from_curve
 
 
+def epoch_crops(record: dict, batch_size: int) -> int:
+    """The crops a run had trained on at the end of a history.json epoch: its `crops`; older histories
+    have only steps, counted as full batches."""
+    return int(record["crops"]) if "crops" in record else int(record["step"]) * int(batch_size)
+
+
 def record_from_history(history: list[dict], batch_size: int, crops_before: int = 0) -> TrainingRecord:
     """The kept (best validation PSNR) epoch's crops, counted from the start of its warm-start chain
-    (`crops_before` crops ahead of this run), and the validation PSNR its last doubling added. An
-    epoch's crops are its record's `crops`; older histories have only steps, counted as full batches."""
-    points = [(crops_before + int(r["crops"] if "crops" in r else int(r["step"]) * batch_size), float(r["val_psnr"]))
-              for r in history]
+    (`crops_before` crops ahead of this run), and the validation PSNR its last doubling added."""
+    points = [(crops_before + epoch_crops(r, batch_size), float(r["val_psnr"])) for r in history]
     kept = max(range(len(points)), key=lambda i: points[i][1])
     return from_curve(points, points[kept][0], "validation")
 
